@@ -1,0 +1,107 @@
+"""Command line: ``galaxytune train | evaluate | predict``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from galaxytune.errors import GalaxytuneError
+
+
+def _add_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--path-column", default=None, help="CSV column with image paths (default: filename)")
+    parser.add_argument("--label-column", default=None, help="CSV column with class labels (default: label)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="galaxytune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="run the staged recipe on labelled images")
+    p.add_argument("--data", required=True, help="image folder (train/, val/, test/) or CSV catalog")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--model", help="timm model name (model.name)")
+    p.add_argument("--weights", help="'hub', 'none' or a local weights file (model.weights)")
+    _add_columns(p)
+    p.add_argument("overrides", nargs="*", help="settings as section.key=value, e.g. finetune.epochs=5")
+
+    p = sub.add_parser("evaluate", help="score a trained model on a labelled set")
+    p.add_argument("--model", required=True, help="run folder of a trained model")
+    p.add_argument("--data", required=True, help="image folder or CSV catalog with labels")
+    p.add_argument("--split", default="all", choices=["all", "train", "val", "test"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_columns(p)
+
+    p = sub.add_parser("predict", help="predict classes of new images")
+    p.add_argument("--model", required=True, help="run folder of a trained model")
+    p.add_argument("images", nargs="+", help="image files, folders, or a CSV catalog")
+    p.add_argument("--out", required=True, help="CSV file to write")
+    _add_columns(p)
+    return parser
+
+
+def _train(args) -> None:
+    from galaxytune.config import load_config
+    from galaxytune.training.pipeline import train
+
+    overrides = [f"data.path={args.data}"]
+    for flag, key in (("model", "model.name"), ("weights", "model.weights"),
+                      ("path_column", "data.path_column"), ("label_column", "data.label_column")):
+        if getattr(args, flag):
+            overrides.append(f"{key}={getattr(args, flag)}")
+    cfg = load_config(args.config, overrides + list(args.overrides))
+    result = train(cfg, args.out)
+    print(f"Run folder: {result.run_dir}")
+
+
+def _evaluate(args) -> None:
+    from galaxytune.evaluation.evaluate import evaluate
+    from galaxytune.inference.predict import Predictor
+
+    result = evaluate(
+        Predictor.load(args.model), args.data, args.split,
+        args.path_column or "filename", args.label_column or "label",
+    )
+    if args.json:
+        print(json.dumps(result.metrics))
+    else:
+        for key, value in result.metrics.items():
+            print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
+
+
+def _predict(args) -> None:
+    from galaxytune.data.sources import read_catalog
+    from galaxytune.inference.predict import Predictor
+
+    images: list[str | Path] = []
+    for item in args.images:
+        if item.lower().endswith(".csv") and Path(item).is_file():
+            column = args.path_column or "filename"
+            images += [Path(item).parent / row[column] for row in read_catalog(Path(item), column, None)]
+        else:
+            images.append(item)
+    predictions = Predictor.load(args.model).predict(images)
+    predictions.write_csv(Path(args.out))
+    print(f"Wrote {len(predictions.paths)} predictions to {args.out}")
+    if predictions.unreadable:
+        print(f"Skipped {len(predictions.unreadable)} unreadable image(s):")
+        for path, err in predictions.unreadable:
+            print(f"  {path}: {err}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command]
+    try:
+        handler(args)
+    except GalaxytuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

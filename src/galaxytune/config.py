@@ -1,0 +1,205 @@
+"""One typed configuration for a run, loadable from YAML and saved with every run.
+
+Keys are grouped (``data.image_size``, ``finetune.lr`` ...). An unknown key anywhere, in a
+YAML file or a command-line override, is an error that names it: a typo must never be
+silently ignored and leave the user training with a default they did not ask for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from galaxytune.errors import ConfigError
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    """An image-folder root (train/, val/, optional test/) or a CSV catalog."""
+    path_column: str = "filename"
+    label_column: str = "label"
+    image_size: int = 128
+    center_crop: float = 1.0
+    """Fraction of the (square-cropped) image kept around its centre before resizing."""
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
+    cache_images: str = "auto"
+    """Keep decoded images in memory: 'auto' (when they fit in cache_limit_gb), 'yes' or 'no'."""
+    cache_limit_gb: float = 4.0
+    num_workers: int = -1
+    """DataLoader workers; -1 picks from the CPU count."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mobilenetv1_100"
+    weights: str = "hub"
+    """'hub' (timm's pretrained weights), 'none' (random init) or a local file path."""
+    mean: list[float] | None = None
+    """Input normalisation; None takes the value the weights' timm config declares."""
+    std: list[float] | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra arguments for timm.create_model, e.g. {pad_type: same} for TF-ported weights."""
+    drop_rate: float = 0.2
+
+
+@dataclass
+class TransferConfig:
+    enabled: bool = True
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    patience: int = 10
+
+
+@dataclass
+class FinetuneConfig:
+    enabled: bool = True
+    method: str = "top-blocks"
+    top_blocks: int = 4
+    """Number of timm layer groups (counted from the head) that are unfrozen."""
+    layer_decay: float = 0.7
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    epochs: int = 15
+    warmup_epochs: float = 1.0
+    patience: int = 4
+    batch_size: int = 64
+    batchnorm: str = "frozen"
+    """'frozen' keeps BatchNorm statistics fixed (eval mode); 'train' updates them."""
+    label_smoothing: float = 0.1
+    augment: bool = True
+    """Random rotations by 90 degrees and flips: galaxies have no preferred orientation."""
+
+
+@dataclass
+class DecisionConfig:
+    enabled: bool = True
+    metric: str = "macro_f1"
+    temperature: bool = True
+    offsets: bool = True
+    offset_range: float = 2.0
+    """Largest absolute per-class logit offset tried; bounds how far the rule can overfit."""
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    monitor: str = "macro_f1"
+    """Validation metric for early stopping and best checkpoint."""
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def validate(self) -> None:
+        for key, value, allowed in [
+            ("decision.metric", self.decision.metric, METRICS),
+            ("trainer.monitor", self.trainer.monitor, METRICS),
+            ("finetune.method", self.finetune.method, ("top-blocks", "full", "head")),
+            ("finetune.batchnorm", self.finetune.batchnorm, ("frozen", "train")),
+            ("data.cache_images", self.data.cache_images, ("auto", "yes", "no")),
+        ]:
+            if value not in allowed:
+                raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
+        if not 0 < self.data.center_crop <= 1:
+            raise ConfigError(f"data.center_crop={self.data.center_crop} must be in (0, 1].")
+        if self.data.image_size < 16:
+            raise ConfigError(f"data.image_size={self.data.image_size} is too small (>= 16).")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys by full name."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {prefix}{close[0]}?" if close else ""
+            raise ConfigError(f"Unknown config key '{prefix}{key}'.{hint}")
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"Config key '{prefix}{key}' must be a mapping of settings.")
+            kwargs[key] = _build(hints[key], value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``finetune.lr=3e-4`` into ``{'finetune': {'lr': 0.0003}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"Override '{text}' must look like section.key=value.")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_config(
+    file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults, then ``base``, then the YAML ``file``, then ``overrides`` (later wins)."""
+    values: dict[str, Any] = dict(base or {})
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist.")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"Config file {path} must hold a mapping of sections.")
+        values = _merge(values, loaded)
+    for text in overrides:
+        values = _merge(values, parse_override(text))
+    config = _build(Config, values, "")
+    config.validate()
+    return config

@@ -1,0 +1,141 @@
+"""Find labelled images: image folders (``train/<class>/``...) or a CSV catalog.
+
+Both give the same thing: for each split present on disk, a list of :class:`Sample`.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from galaxytune.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SPLITS = ("train", "val", "test")
+# Folder names some public sets use for the validation split.
+SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _class_folder(folder: Path) -> list[Sample]:
+    samples = []
+    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"{folder} holds no class folders. Expected {folder}/<class>/<image>.jpg "
+            "(or train/, val/ and test/ folders above the class folders)."
+        )
+    for class_dir in classes:
+        images = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image(p))
+        if not images:
+            raise DataError(
+                f"Class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
+                "Add images or remove the folder."
+            )
+        samples += [Sample(p, class_dir.name) for p in images]
+    return samples
+
+
+def _from_folders(root: Path) -> dict[str, list[Sample]]:
+    found: dict[str, list[Sample]] = {}
+    for split, names in SPLIT_ALIASES.items():
+        for name in names:
+            if (root / name).is_dir():
+                found[split] = _class_folder(root / name)
+                break
+    if "train" in found:
+        return found
+    if found:
+        raise DataError(f"{root} has {', '.join(found)} but no train/ folder of class folders.")
+    # No split folders: the class folders sit directly under the root.
+    return {"train": _class_folder(root)}
+
+
+def read_catalog(csv_path: Path, path_column: str, label_column: str | None) -> list[dict]:
+    """Rows of a CSV catalog, checking the named columns exist."""
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        wanted = [c for c in (path_column, label_column) if c is not None]
+        for column in wanted:
+            if column not in columns:
+                raise DataError(
+                    f"{csv_path} has no column '{column}'. Its columns start: "
+                    f"{', '.join(columns[:12])}. Choose with --path-column / --label-column."
+                )
+        return list(reader)
+
+
+def _from_csv(csv_path: Path, path_column: str, label_column: str) -> dict[str, list[Sample]]:
+    rows = read_catalog(csv_path, path_column, label_column)
+    if not rows:
+        raise DataError(f"{csv_path} has a header but no rows.")
+    base = csv_path.parent
+    by_split: dict[str, list[Sample]] = {}
+    missing = []
+    for line, row in enumerate(rows, start=2):
+        label = (row[label_column] or "").strip()
+        rel = (row[path_column] or "").strip()
+        if not label or not rel:
+            raise DataError(f"{csv_path} line {line}: empty '{path_column}' or '{label_column}'.")
+        path = base / rel
+        if not path.is_file():
+            missing.append(f"line {line}: {path}")
+            continue
+        # An optional 'split' column (train/val/test) fixes the split in the catalog itself.
+        split = (row.get("split") or "train").strip().lower()
+        split = next((s for s, names in SPLIT_ALIASES.items() if split in names), None)
+        if split is None:
+            raise DataError(f"{csv_path} line {line}: split '{row['split']}' is not train/val/test.")
+        by_split.setdefault(split, []).append(Sample(path, label))
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise DataError(
+            f"{csv_path}: {len(missing)} row(s) name an image that does not exist "
+            f"(paths are relative to the CSV's folder):\n  {shown}{more}\n"
+            "Fix the paths or remove those rows."
+        )
+    if "train" not in by_split:
+        raise DataError(f"{csv_path}: no rows belong to the train split.")
+    return by_split
+
+
+def find_labelled(path: str | Path, path_column: str, label_column: str) -> dict[str, list[Sample]]:
+    """The labelled samples at ``path`` (folder or CSV), per split found there."""
+    root = Path(path).expanduser()
+    if not str(path):
+        raise DataError("No data given: pass --data PATH (an image folder or a CSV catalog).")
+    if not root.exists():
+        raise DataError(f"Data path {root} does not exist.")
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError(f"{root} is a file but not a .csv catalog; pass a folder or a CSV.")
+        return _from_csv(root, path_column, label_column)
+    return _from_folders(root)
+
+
+def find_images(paths: list[str | Path]) -> list[Path]:
+    """Image files named directly or found (recursively) under the folders given."""
+    found: list[Path] = []
+    for item in paths:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{path} does not exist.")
+    if not found:
+        raise DataError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, paths))}.")
+    return found

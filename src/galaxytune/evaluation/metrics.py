@@ -1,0 +1,43 @@
+"""Classification metrics, from true labels and predicted probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Top-label ECE: the confidence-weighted gap between confidence and accuracy."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray, metric: str, num_classes: int) -> float:
+    if metric == "accuracy":
+        return float(accuracy_score(y_true, y_pred))
+    if metric == "balanced_accuracy":
+        return float(balanced_accuracy_score(y_true, y_pred))
+    if metric == "macro_f1":
+        # Averaged over the classes present in truth or prediction, as sklearn does.
+        return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    raise ValueError(f"unknown metric {metric}")
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    y_true = np.asarray(y_true)
+    y_pred = probs.argmax(axis=1)
+    k = probs.shape[1]
+    out = {m: score(y_true, y_pred, m, k) for m in METRIC_NAMES if m != "ece"}
+    out["ece"] = expected_calibration_error(y_true, probs)
+    out["n"] = int(len(y_true))
+    return out

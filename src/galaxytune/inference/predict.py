@@ -1,0 +1,87 @@
+"""Use a saved model: logits for datasets, and :class:`Predictor` for new images."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from galaxytune.data.images import default_workers, iter_decoded
+from galaxytune.data.sources import find_images
+from galaxytune.files import atomic_path
+from galaxytune.inference.saved import ModelInfo, load_model
+
+
+@torch.no_grad()
+def run_batches(fn: nn.Module, data: Dataset, batch_size: int, desc: str, workers: int = 0) -> torch.Tensor:
+    """``fn`` applied in eval mode to the inputs of every (input, target) item of ``data``."""
+    was_training = fn.training
+    fn.eval()
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
+    device = next(fn.parameters()).device
+    out = [fn(x.to(device)).float().cpu() for x, _ in tqdm(loader, desc=desc, unit="batch", leave=False)]
+    fn.train(was_training)
+    return torch.cat(out)
+
+
+@dataclass
+class Predictions:
+    paths: list[Path]
+    classes: list[str]
+    probabilities: np.ndarray
+    """(n, k) probabilities after the decision rule."""
+    unreadable: list[tuple[Path, str]]
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
+
+    def write_csv(self, path: Path) -> None:
+        with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "predicted_class"] + [f"p_{c}" for c in self.classes])
+            for p, label, probs in zip(self.paths, self.labels, self.probabilities):
+                writer.writerow([str(p), label] + [f"{v:.6f}" for v in probs])
+
+
+class Predictor:
+    """A saved model ready for inference: ``galaxytune.load(run_dir).predict(images)``."""
+
+    def __init__(self, net: nn.Module, info: ModelInfo):
+        self.net, self.info = net.eval(), info
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Predictor:
+        return cls(*load_model(run_dir))
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @torch.no_grad()
+    def logits(self, pixels: torch.Tensor) -> np.ndarray:
+        """Raw logits for a (n, 3, S, S) uint8 or [0, 1] float batch."""
+        return self.net(pixels).float().numpy()
+
+    def predict(self, images, batch_size: int = 64, workers: int = -1) -> Predictions:
+        """Predict image files or folders (str/Path or a list of them)."""
+        if isinstance(images, (str, Path)):
+            images = [images]
+        paths = find_images(list(images))
+        kept, logits, bad = [], [], []
+        for idx, pixels, failed in iter_decoded(
+            paths, self.info.image_size, self.info.center_crop, default_workers(workers), batch_size, "predict"
+        ):
+            kept += [paths[i] for i in idx]
+            bad += failed
+            if len(idx):
+                logits.append(self.logits(pixels))
+        k = len(self.classes)
+        raw = np.concatenate(logits) if logits else np.zeros((0, k))
+        return Predictions(kept, self.classes, self.info.rule.probabilities(raw), bad)

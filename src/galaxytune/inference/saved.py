@@ -1,0 +1,68 @@
+"""The saved model of a run: ``models/model.safetensors`` plus ``models/model.json``.
+
+The JSON holds everything needed to use the weights without the training config: the timm
+architecture, classes, input size and crop, normalisation and the decision rule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from galaxytune.decision import DecisionRule
+from galaxytune.errors import ModelError
+from galaxytune.files import atomic_path, write_json
+from galaxytune.models.backbone import GalaxyClassifier, create_classifier
+
+WEIGHTS, META = "model.safetensors", "model.json"
+
+
+@dataclass
+class ModelInfo:
+    architecture: str
+    classes: list[str]
+    image_size: int
+    center_crop: float
+    mean: list[float]
+    std: list[float]
+    decision: dict[str, Any] = field(default_factory=dict)
+    create_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rule(self) -> DecisionRule:
+        return DecisionRule(**self.decision) if self.decision else DecisionRule()
+
+
+def save_model(net: GalaxyClassifier, info: ModelInfo, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    write_json(folder / META, asdict(info))
+
+
+def model_folder(path: str | Path) -> Path:
+    """Accept a run folder or its ``models/`` folder."""
+    path = Path(path).expanduser()
+    for folder in (path / "models", path):
+        if (folder / META).is_file() and (folder / WEIGHTS).is_file():
+            return folder
+    raise ModelError(
+        f"{path} holds no saved model ({'models/' + META} and {'models/' + WEIGHTS}). "
+        "Pass the run folder that `galaxytune train --out` wrote."
+    )
+
+
+def load_model(path: str | Path) -> tuple[GalaxyClassifier, ModelInfo]:
+    folder = model_folder(path)
+    info = ModelInfo(**json.loads((folder / META).read_text()))
+    net = create_classifier(
+        info.architecture, len(info.classes), weights="none", mean=info.mean, std=info.std,
+        kwargs=info.create_kwargs,
+    )
+    net.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return net.eval(), info

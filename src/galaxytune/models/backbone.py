@@ -1,0 +1,92 @@
+"""Create a timm backbone with a new head, from hub weights, a local file, or none.
+
+The network takes images scaled to [0, 1] (or uint8) and normalises them itself, with the
+mean and std that its weights expect, so that every caller (training, prediction, ONNX) feeds
+the same thing and normalisation cannot be forgotten or applied twice.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from galaxytune.errors import ModelError
+
+
+class GalaxyClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, mean: list[float], std: list[float]):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        return (x - self.mean) / self.std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features: the head's input."""
+        fmap = self.backbone.forward_features(self.normalise(x))
+        return self.backbone.forward_head(fmap, pre_logits=True)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.backbone.get_classifier()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalise(x))
+
+
+def _unknown_model(name: str) -> ModelError:
+    close = difflib.get_close_matches(name, timm.list_models(), n=3)
+    hint = f" Close names: {', '.join(close)}." if close else " See timm.list_models()."
+    return ModelError(f"timm has no model named '{name}'.{hint}")
+
+
+def create_classifier(
+    name: str,
+    num_classes: int,
+    weights: str = "hub",
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    drop_rate: float = 0.0,
+    kwargs: dict[str, Any] | None = None,
+) -> GalaxyClassifier:
+    """A :class:`GalaxyClassifier` for ``num_classes`` on timm model ``name``.
+
+    ``weights``: 'hub' downloads timm's default pretrained weights; 'none' starts from random
+    weights; anything else is a local safetensors file or a (possibly nested) state dict,
+    whose classifier is dropped and replaced by a new head.
+    """
+    if not timm.is_model(name):
+        raise _unknown_model(name)
+    options: dict[str, Any] = dict(kwargs or {}, num_classes=num_classes, drop_rate=drop_rate)
+    if weights not in ("hub", "none"):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ModelError(f"Weights file {path} does not exist.")
+        options["pretrained_cfg_overlay"] = dict(file=str(path))
+    try:
+        backbone = timm.create_model(name, pretrained=weights != "none", **options)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        source = "timm's hub" if weights == "hub" else weights
+        raise ModelError(
+            f"Could not load pretrained weights for {name} from {source}: {exc}\n"
+            "Offline? Pass a local file with --weights PATH (safetensors or a state dict), "
+            "or model.weights=none to start from random weights."
+        ) from None
+    except OSError as exc:  # no network, hub unreachable
+        raise ModelError(
+            f"Could not download {name} weights from timm's hub ({exc}). "
+            "Offline? Pass a local file with --weights PATH."
+        ) from None
+    cfg = backbone.pretrained_cfg
+    mean = list(mean or cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = list(std or cfg.get("std", (0.229, 0.224, 0.225)))
+    return GalaxyClassifier(backbone, mean, std)

@@ -1,0 +1,59 @@
+"""Which parameters train in the finetune stage, and at which learning rate.
+
+Layers are timm's own layer groups (``group_matcher``), numbered from the stem (0) to the
+head (last), so "the top N blocks" means the same thing for every timm architecture.
+"""
+
+from __future__ import annotations
+
+from timm.models import group_parameters
+from timm.optim import param_groups_layer_decay
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from galaxytune.models.backbone import GalaxyClassifier
+
+
+def layer_ids(model: GalaxyClassifier) -> dict[str, int]:
+    """Parameter name (inside the backbone) -> timm layer index, head = highest."""
+    backbone = model.backbone
+    if hasattr(backbone, "group_matcher"):
+        return group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True)
+    # No layer groups: every parameter is one layer, in definition order.
+    return {name: i for i, (name, _) in enumerate(backbone.named_parameters())}
+
+
+def set_trainable(model: GalaxyClassifier, method: str, top_blocks: int) -> int:
+    """Freeze all but what ``method`` trains; return the number of trainable parameters.
+
+    'full' trains everything; 'top-blocks' the head layer plus the ``top_blocks`` layers under it.
+    """
+    ids = layer_ids(model)
+    top = max(ids.values())
+    for name, param in model.backbone.named_parameters():
+        param.requires_grad = method == "full" or ids.get(name, top) >= top - top_blocks
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def optimizer_groups(model: GalaxyClassifier, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW parameter groups of the trainable parameters with layer-wise LR decay.
+
+    Biases and normalisation weights get no weight decay.
+    """
+    groups = param_groups_layer_decay(model.backbone, weight_decay=weight_decay, layer_decay=layer_decay)
+    for group in groups:
+        group["lr"] = lr * group.pop("lr_scale")
+    return [g for g in groups if g["params"]]
+
+
+def freeze_batchnorm(model: nn.Module, policy: str) -> None:
+    """Put BatchNorm layers in eval mode where their statistics must not move.
+
+    With policy 'frozen' that is every BatchNorm layer; with 'train' only those whose
+    parameters are frozen (a frozen block must stay exactly the function it was).
+    """
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            frozen = not any(p.requires_grad for p in module.parameters(recurse=False))
+            if policy == "frozen" or frozen:
+                module.eval()

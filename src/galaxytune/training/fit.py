@@ -1,0 +1,80 @@
+"""Run one Lightning fit with early stopping and an atomically written best checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from galaxytune.config import TrainerConfig
+from galaxytune.files import atomic_path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints go to a temporary file first, then are renamed into place."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        with atomic_path(Path(path)) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def quiet_lightning() -> None:
+    """Keep the console to progress bars and our own messages."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*isn't divisible.*")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
+    # Frozen BatchNorm layers are in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+
+
+def fit(
+    module: L.LightningModule,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    run_dir: Path,
+    stage: str,
+    epochs: int,
+    patience: int,
+    trainer_cfg: TrainerConfig,
+) -> Path:
+    """Train ``module``; load its best weights back and return the best checkpoint's path."""
+    quiet_lightning()
+    monitor = f"val_{trainer_cfg.monitor}"
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename=stage, monitor=monitor, mode="max",
+        save_top_k=1, save_weights_only=True, enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        strategy=trainer_cfg.strategy,
+        num_nodes=trainer_cfg.num_nodes,
+        precision=trainer_cfg.precision,
+        callbacks=[
+            checkpoint,
+            EarlyStopping(monitor=monitor, mode="max", patience=patience),
+        ],
+        logger=CSVLogger(run_dir / "logs", name=stage, version=""),
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=trainer_cfg.progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    trainer.fit(module, train_loader, val_loader)
+    best = Path(checkpoint.best_model_path)
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    return best

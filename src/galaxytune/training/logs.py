@@ -1,0 +1,34 @@
+"""Merge Lightning's per-stage CSV logs into one per-epoch ``metrics.csv``."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from galaxytune.files import write_text
+
+FIELDS = ("stage", "epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr")
+
+
+def merge_epoch_logs(run_dir: Path, stages: tuple[str, ...] = ("transfer", "finetune")) -> list[dict]:
+    """One row per stage and epoch; Lightning writes train and val values on separate rows."""
+    rows = []
+    for stage in stages:
+        path = run_dir / "logs" / stage / "metrics.csv"
+        if not path.is_file():
+            continue
+        by_epoch: dict[int, dict] = {}
+        with open(path, newline="") as handle:
+            for raw in csv.DictReader(handle):
+                if not raw.get("epoch"):
+                    continue
+                row = by_epoch.setdefault(int(raw["epoch"]), {"stage": stage, "epoch": int(raw["epoch"])})
+                row.update({k: v for k, v in raw.items() if k in FIELDS[2:] and v != ""})
+        rows += [by_epoch[e] for e in sorted(by_epoch)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(run_dir / "metrics.csv", buffer.getvalue())
+    return rows

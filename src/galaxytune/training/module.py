@@ -1,0 +1,85 @@
+"""The LightningModule that trains a classifier: the head alone on cached features (transfer
+stage) or the network on images (finetune stage)."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+from galaxytune.data.transforms import random_dihedral
+from galaxytune.models.freezing import freeze_batchnorm
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        param_groups: list[dict],
+        total_steps: int,
+        warmup_steps: int = 0,
+        label_smoothing: float = 0.0,
+        augment: bool = False,
+        batchnorm: str = "frozen",
+    ):
+        super().__init__()
+        self.net = net
+        self.param_groups = param_groups
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.augment, self.batchnorm = augment, batchnorm
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        metrics = MetricCollection(
+            {
+                "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+                "balanced_accuracy": MulticlassRecall(num_classes, average="macro"),
+                "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix="val_")
+
+    def on_train_batch_start(self, batch, batch_idx):
+        # Lightning sets each submodule's train/eval flag itself (around validation, at fit
+        # start), so the BatchNorm policy is applied before every step, not in train().
+        freeze_batchnorm(self.net, self.batchnorm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.augment:
+            x = random_dihedral(x)
+        loss = self.loss(self(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("lr", self.optimizers().param_groups[-1]["lr"], on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.val_metrics.update(logits, y)
+
+    def on_validation_epoch_end(self):
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.param_groups)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, self.warmup_steps, self.total_steps)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,205 @@
+"""The staged recipe: transfer -> lightweight finetune -> decision rule, and its run folder.
+
+Each stage starts from the best weights of the stage before. Validation chooses everything
+(early stopping, best checkpoint, decision rule); the test split only fills the stage table.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from galaxytune.config import Config
+from galaxytune.data.images import ImageSet, default_workers
+from galaxytune.data.prepare import Prepared, prepare
+from galaxytune.decision import DecisionRule, fit_decision_rule
+from galaxytune.errors import ConfigError
+from galaxytune.evaluation.metrics import classification_metrics, score
+from galaxytune.evaluation.stage_table import format_table, write_table
+from galaxytune.inference.predict import run_batches
+from galaxytune.inference.saved import ModelInfo, save_model
+from galaxytune.models.backbone import GalaxyClassifier, create_classifier
+from galaxytune.models.freezing import optimizer_groups, set_trainable
+from galaxytune.training.fit import fit
+from galaxytune.training.logs import merge_epoch_logs
+from galaxytune.training.module import ClassifierModule
+
+
+@dataclass
+class StageOutput:
+    name: str
+    val_logits: np.ndarray
+    test_logits: np.ndarray
+    rule: DecisionRule = field(default_factory=DecisionRule)
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    """What ``galaxytune.train`` returns."""
+
+    model: GalaxyClassifier
+    rule: DecisionRule
+    classes: list[str]
+    table: list[dict]
+    run_dir: Path
+    stages: list[StageOutput]
+    data: Prepared
+
+
+def _targets(dataset: ImageSet) -> np.ndarray:
+    return dataset.targets.numpy()
+
+
+def _loader(data, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
+    return DataLoader(
+        data, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        persistent_workers=workers > 0, drop_last=shuffle and len(data) > batch_size,
+    )
+
+
+def _image_workers(cfg: Config, dataset: ImageSet) -> int:
+    # Cached images need no decoding: worker processes would only add overhead.
+    return 0 if dataset.pixels is not None else default_workers(cfg.data.num_workers)
+
+
+def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Path) -> StageOutput:
+    """Stage 1: features from the frozen backbone computed once, then the head trained on them."""
+    tc = cfg.transfer
+    feats = {}
+    for split, dataset in data.sets.items():
+        feats[split] = run_batches(
+            _Features(net), dataset, 128, f"features {split}", _image_workers(cfg, dataset)
+        )
+    head = nn.Sequential(nn.Dropout(cfg.model.drop_rate), net.head)
+    train = TensorDataset(feats["train"], data.sets["train"].targets)
+    val = TensorDataset(feats["val"], data.sets["val"].targets)
+    steps = math.ceil(len(train) / tc.batch_size) * tc.epochs
+    module = ClassifierModule(
+        head, len(data.classes),
+        [{"params": list(head.parameters()), "lr": tc.lr, "weight_decay": tc.weight_decay}],
+        total_steps=steps,
+    )
+    fit(module, _loader(train, tc.batch_size, True, 0), _loader(val, 1024, False, 0),
+        run_dir, "transfer", tc.epochs, tc.patience, cfg.trainer)
+    with torch.no_grad():
+        head.eval()
+        return StageOutput("transfer", head(feats["val"]).numpy(), head(feats["test"]).numpy())
+
+
+class _Features(nn.Module):
+    def __init__(self, net: GalaxyClassifier):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.features(x)
+
+
+def run_finetune(
+    cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Path, incoming: StageOutput | None
+) -> StageOutput:
+    """Stage 2: the top blocks (or everything) trained on images with layer-wise LR decay.
+
+    If no finetuned epoch beats the incoming weights on validation, those weights are kept:
+    a stage may fail to help, but it must not make the model worse than its starting point.
+    """
+    fc = cfg.finetune
+    start_state = {k: v.clone() for k, v in net.state_dict().items()}
+    n_trainable = set_trainable(net, fc.method, fc.top_blocks)
+    print(f"finetune: {n_trainable:,} of {sum(p.numel() for p in net.parameters()):,} parameters trainable")
+    train_set, val_set = data.sets["train"], data.sets["val"]
+    steps_per_epoch = max(1, len(train_set) // fc.batch_size)
+    module = ClassifierModule(
+        net, len(data.classes), optimizer_groups(net, fc.lr, fc.weight_decay, fc.layer_decay),
+        total_steps=steps_per_epoch * fc.epochs, warmup_steps=round(fc.warmup_epochs * steps_per_epoch),
+        label_smoothing=fc.label_smoothing, augment=fc.augment, batchnorm=fc.batchnorm,
+    )
+    fit(module,
+        _loader(train_set, fc.batch_size, True, _image_workers(cfg, train_set)),
+        _loader(val_set, 128, False, _image_workers(cfg, val_set)),
+        run_dir, "finetune", fc.epochs, fc.patience, cfg.trainer)
+    for p in net.parameters():
+        p.requires_grad = True
+    val_logits = run_batches(net, val_set, 128, "predict val", _image_workers(cfg, val_set)).numpy()
+    y_val, metric = _targets(val_set), cfg.trainer.monitor
+    if incoming is not None and _val_score(incoming.val_logits, y_val, metric) >= _val_score(val_logits, y_val, metric):
+        print(f"finetune: no epoch beat the {incoming.name} stage on validation {metric}; keeping its weights.")
+        net.load_state_dict(start_state)
+        return StageOutput("finetune", incoming.val_logits, incoming.test_logits)
+    test_logits = run_batches(net, data.sets["test"], 128, "predict test", _image_workers(cfg, data.sets["test"]))
+    return StageOutput("finetune", val_logits, test_logits.numpy())
+
+
+def _val_score(logits: np.ndarray, y: np.ndarray, metric: str) -> float:
+    return score(y, logits.argmax(axis=1), metric, logits.shape[1])
+
+
+def stage_row(stage: StageOutput, y_val: np.ndarray, y_test: np.ndarray) -> dict:
+    row: dict = {"stage": stage.name}
+    for split, logits, y in (("val", stage.val_logits, y_val), ("test", stage.test_logits, y_test)):
+        probs = stage.rule.probabilities(logits)
+        for key, value in classification_metrics(y, probs).items():
+            row[f"{split}_{key}"] = value
+    row["seconds"] = round(stage.seconds, 1)
+    return row
+
+
+def _timed(fn, *args) -> StageOutput:
+    start = time.perf_counter()
+    out = fn(*args)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def train(cfg: Config, out_dir: str | Path) -> TrainResult:
+    """Run every enabled stage on ``cfg.data.path`` and write the run folder ``out_dir``."""
+    run_dir = Path(out_dir).expanduser()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+
+    data = prepare(cfg.data, run_dir)
+    net = create_classifier(
+        cfg.model.name, len(data.classes), cfg.model.weights, cfg.model.mean, cfg.model.std,
+        cfg.model.drop_rate, cfg.model.kwargs,
+    )
+    stages: list[StageOutput] = []
+    if cfg.transfer.enabled:
+        stages.append(_timed(run_transfer, cfg, net, data, run_dir))
+    if cfg.finetune.enabled and cfg.finetune.method != "head":
+        stages.append(_timed(run_finetune, cfg, net, data, run_dir, stages[-1] if stages else None))
+    if not stages:
+        raise ConfigError("transfer.enabled and finetune.enabled are both off: nothing would be trained.")
+    y_val, y_test = _targets(data.sets["val"]), _targets(data.sets["test"])
+    rule = DecisionRule()
+    if cfg.decision.enabled:
+        start = time.perf_counter()
+        last = stages[-1]
+        dc = cfg.decision
+        rule = fit_decision_rule(last.val_logits, y_val, dc.metric, dc.temperature, dc.offsets, dc.offset_range)
+        stages.append(StageOutput("decision", last.val_logits, last.test_logits, rule, time.perf_counter() - start))
+
+    info = ModelInfo(
+        architecture=cfg.model.name, classes=data.classes, image_size=cfg.data.image_size,
+        center_crop=cfg.data.center_crop, mean=net.mean.flatten().tolist(), std=net.std.flatten().tolist(),
+        decision=rule.to_dict(), create_kwargs=cfg.model.kwargs,
+    )
+    save_model(net, info, run_dir / "models")
+    table = [stage_row(s, y_val, y_test) for s in stages]
+    write_table(table, run_dir)
+    merge_epoch_logs(run_dir)
+    np.savez_compressed(
+        run_dir / "stage_outputs.npz", y_val=y_val, y_test=y_test,
+        **{f"{s.name}_{split}": getattr(s, f"{split}_logits") for s in stages for split in ("val", "test")},
+    )
+    print(format_table(table))
+    return TrainResult(net, rule, data.classes, table, run_dir, stages, data)
