@@ -199,6 +199,8 @@ def train(cfg: Config, out_dir: str | Path) -> TrainResult:
     merge_epoch_logs(run_dir)
     np.savez_compressed(
         run_dir / "stage_outputs.npz", y_val=y_val, y_test=y_test,
+        val_paths=np.array([str(p) for p in data.sets["val"].paths]),
+        test_paths=np.array([str(p) for p in data.sets["test"].paths]),
         **{f"{s.name}_{split}": getattr(s, f"{split}_logits") for s in stages for split in ("val", "test")},
     )
     print(format_table(table))
