@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files, folders, or a CSV catalog")
     p.add_argument("--out", required=True, help="CSV file to write")
     _add_columns(p)
+
+    p = sub.add_parser("demo", help="train on built-in synthetic galaxies (no data needed)")
+    p.add_argument("--out", default="runs/demo", help="run folder to write (default: runs/demo)")
+    p.add_argument("--data-dir", help="where to cache the synthetic images (default: ~/.cache/galaxytune)")
+    p.add_argument("--weights", default="hub", help="'hub' (falls back to random when offline), 'none' or a file")
+    p.add_argument("--per-class", type=int, default=600, help="synthetic images per class")
+    p.add_argument("overrides", nargs="*", help="settings as section.key=value")
     return parser
 
 
@@ -92,9 +99,16 @@ def _predict(args) -> None:
             print(f"  {path}: {err}")
 
 
+def _demo(args) -> None:
+    from galaxytune.demo import run_demo
+
+    result = run_demo(args.out, args.data_dir, args.weights, args.per_class, args.overrides)
+    print(f"Run folder: {result.run_dir}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command]
+    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "demo": _demo}[args.command]
     try:
         handler(args)
     except GalaxytuneError as exc:

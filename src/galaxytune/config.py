@@ -151,8 +151,28 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"Config key '{prefix}{key}' must be a mapping of settings.")
             kwargs[key] = _build(hints[key], value, f"{prefix}{key}.")
         else:
-            kwargs[key] = value
+            kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
     return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check scalar settings against their declared type (YAML reads '3e-4' as a string)."""
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"Config key '{key}' must be true or false, not {value!r}.")
+        return value
+    if hint in (int, float):
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or (hint is int and not number.is_integer()):
+            kind = "an integer" if hint is int else "a number"
+            raise ConfigError(f"Config key '{key}' must be {kind}, not {value!r}.")
+        return hint(number)
+    if hint is str and not isinstance(value, str):
+        return str(value)
+    return value
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
