@@ -29,7 +29,7 @@ def trained(tmp_path_factory, weights_file):
 def test_train_writes_a_complete_run_folder(trained, weights_file):
     data, run = trained
     for name in ("config.yaml", "metrics.csv", "splits.csv", "stage_table.csv", "stage_table.md",
-                 "stage_outputs.npz", "models/model.safetensors", "models/model.json"):
+                 "stage_outputs.npz", "models/model.safetensors", "models/model.json", "report.html"):
         assert (run / name).is_file(), name
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["model"]["weights"] == str(weights_file) and cfg["data"]["path"] == str(data)
@@ -51,6 +51,7 @@ def test_evaluate_json_matches_the_stage_table(trained, capsys):
     assert main(["evaluate", "--model", str(run), "--data", str(data), "--split", "test", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["n"] == 18
+    assert (run / "evaluation-data-test" / "report.html").is_file()
     final = list(csv.DictReader(open(run / "stage_table.csv")))[-1]
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
         assert metrics[key] == pytest.approx(float(final[f"test_{key}"]), abs=1e-6)

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="image folder or CSV catalog with labels")
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", help="folder for report.html (default: MODEL/evaluation-<data>-<split>)")
     _add_columns(p)
 
     p = sub.add_parser("predict", help="predict classes of new images")
@@ -67,11 +68,17 @@ def _train(args) -> None:
 def _evaluate(args) -> None:
     from galaxytune.evaluation.evaluate import evaluate
     from galaxytune.inference.predict import Predictor
+    from galaxytune.report.html import write_evaluation_report
 
-    result = evaluate(
-        Predictor.load(args.model), args.data, args.split,
-        args.path_column or "filename", args.label_column or "label",
+    predictor = Predictor.load(args.model)
+    result = evaluate(predictor, args.data, args.split, args.path_column or "filename", args.label_column or "label")
+    folder = Path(args.report or Path(args.model) / f"evaluation-{Path(args.data).stem}-{args.split}")
+    report = write_evaluation_report(
+        folder, predictor.classes, result.y_true, result.predictions.probabilities, result.predictions.paths,
+        title=f"{args.model} on {args.data} ({args.split})",
     )
+    if not args.json:
+        print(f"Report: {report}")
     if args.json:
         print(json.dumps(result.metrics))
     else:

@@ -134,7 +134,7 @@ def _split_sections(
     pred = probs.argmax(axis=1)
 
     confusion = []
-    for tag, (name, p) in (("before", before), ("final", final)) if before is not None else (("final", final),):
+    for tag, (name, p) in ([("before", before)] if before is not None else []) + [("final", final)]:
         cm = confusion_matrix(y, p.argmax(axis=1), labels=range(k))
         path = plots.confusion_matrices(cm, classes, f"{split}: {name}", plot_dir / f"confusion_{tag}.png")
         confusion.append(_plot(path, f"confusion matrix, {name}"))
@@ -164,7 +164,7 @@ def _split_sections(
         _section(f"Reliability ({split})",
                  _note("Top-label accuracy against confidence in 15 bins; bars below the diagonal are "
                        "over-confident. ECE is the sample-weighted mean gap."),
-                 _plot(reliability, "reliability diagram")),
+                 _plot(reliability, "reliability diagrams: " + ", ".join(calibration))),
         _section(f"ROC and precision-recall curves ({split}, {final_name}, one-vs-rest)",
                  _plot(roc_pr, "ROC and precision-recall curves")),
         _section(f"Gallery ({split}, {final_name})", missing,
@@ -253,16 +253,16 @@ def write_run_report(run_dir: Path) -> Path:
     trained = [s for s in stages if s != "decision"]
     # The decision stage holds the raw logits of the stage before it; its probabilities come from the rule.
     raw = outputs[f"{trained[-1]}_test"] if trained else outputs["decision_test"]
-    before = (trained[-1] if trained else "raw logits", softmax(raw.astype(np.float64), axis=1))
+    raw_name, raw_probs = trained[-1] if trained else "raw logits", softmax(raw.astype(np.float64), axis=1)
+    before: tuple[str, np.ndarray] | None = None
     if "decision" in stages:
         final = ("decision rule", rule.probabilities(outputs["decision_test"]))
-        temperature_only = DecisionRule(rule.temperature).probabilities(raw)
-        calibration = {f"{before[0]} (before decision rule)": before[1],
-                       f"temperature only (T={rule.temperature:.2f})": temperature_only,
+        before = (f"{raw_name} (before decision rule)", raw_probs)
+        temperature_only = DecisionRule(rule.temperature).probabilities(raw)  # calibrates, keeps the argmax
+        calibration = {before[0]: raw_probs, f"temperature only (T={rule.temperature:.2f})": temperature_only,
                        "decision rule (T and offsets)": final[1]}
-        split_before: tuple[str, np.ndarray] | None = (f"{before[0]} (before decision rule)", before[1])
     else:
-        final, calibration, split_before = before, {before[0]: before[1]}, None
+        final, calibration = (raw_name, raw_probs), {raw_name: raw_probs}
 
     summary = _note(
         f"{info.get('architecture', '?')} at {info.get('image_size', '?')} px; classes: {', '.join(classes)}; "
@@ -274,6 +274,6 @@ def write_run_report(run_dir: Path) -> Path:
     if table:
         sections.append(_stage_table(table))
     sections.append(_training_curves(run_dir, _read_csv(run_dir / "metrics.csv")))
-    sections += _split_sections(run_dir, "test", classes, y, final, split_before, calibration,
+    sections += _split_sections(run_dir, "test", classes, y, final, before, calibration,
                                 _recorded_paths(run_dir, outputs, "test", classes, y))
     return _page(run_dir, f"galaxytune run: {run_dir.resolve().name}", sections)

@@ -28,6 +28,7 @@ from galaxytune.inference.predict import run_batches
 from galaxytune.inference.saved import ModelInfo, save_model
 from galaxytune.models.backbone import GalaxyClassifier, create_classifier
 from galaxytune.models.freezing import optimizer_groups, set_trainable
+from galaxytune.report.html import write_run_report
 from galaxytune.training.fit import fit
 from galaxytune.training.logs import merge_epoch_logs
 from galaxytune.training.module import ClassifierModule
@@ -204,4 +205,5 @@ def train(cfg: Config, out_dir: str | Path) -> TrainResult:
         **{f"{s.name}_{split}": getattr(s, f"{split}_logits") for s in stages for split in ("val", "test")},
     )
     print(format_table(table))
+    print(f"Report: {write_run_report(run_dir)}")
     return TrainResult(net, rule, data.classes, table, run_dir, stages, data)
