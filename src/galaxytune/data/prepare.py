@@ -34,8 +34,9 @@ def write_unreadable(bad: list[tuple[Path, str]], path: Path) -> None:
         writer.writerows((str(p), err) for p, err in bad)
 
 
-def prepare(cfg: DataConfig, run_dir: Path) -> Prepared:
-    """Find, decode and split the data; record the split and any unreadable images in ``run_dir``.
+def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
+    """Find, decode and split the data; record the split and any unreadable images in ``run_dir``
+    (None: write nothing, as in the non-main processes of a multi-process run).
 
     Unreadable images are dropped before splitting, so they cannot leave a split lopsided.
     """
@@ -45,12 +46,13 @@ def prepare(cfg: DataConfig, run_dir: Path) -> Prepared:
         [s.path for s in everything], cfg.image_size, cfg.center_crop,
         want_cache(cfg, len(everything)), default_workers(cfg.num_workers), "decode images",
     )
-    if decoded.bad:
+    if decoded.bad and run_dir is not None:
         write_unreadable(decoded.bad, run_dir / "unreadable_images.csv")
         print(
             f"Skipped {len(decoded.bad)} unreadable image(s), e.g. {decoded.bad[0][0]} "
             f"({decoded.bad[0][1]}); all are listed in {run_dir / 'unreadable_images.csv'}."
         )
+    if decoded.bad:
         bad = {p for p, _ in decoded.bad}
         found = {split: [s for s in samples if s.path not in bad] for split, samples in found.items()}
         emptied = sorted({s.label for s in everything} - {s.label for v in found.values() for s in v})
@@ -67,5 +69,6 @@ def prepare(cfg: DataConfig, run_dir: Path) -> Prepared:
         sets[split] = ImageSet(
             [s.path for s in samples], [index[s.label] for s in samples], cfg.image_size, cfg.center_crop, pixels
         )
-    write_splits(splits, run_dir / "splits.csv")
+    if run_dir is not None:
+        write_splits(splits, run_dir / "splits.csv")
     return Prepared(classes, sets, splits, decoded.bad)

@@ -86,6 +86,13 @@ def create_classifier(
             f"Could not download {name} weights from timm's hub ({exc}). "
             "Offline? Pass a local file with --weights PATH."
         ) from None
+    head = backbone.get_classifier()
+    if isinstance(head, nn.Linear):
+        # A new head starts at zero: every class equally likely, so the first steps neither
+        # blow up the loss (timm's default init gives logits with std ~5 here) nor push
+        # large random gradients into pretrained blocks.
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
     cfg = backbone.pretrained_cfg
     mean = list(mean or cfg.get("mean", (0.485, 0.456, 0.406)))
     std = list(std or cfg.get("std", (0.229, 0.224, 0.225)))

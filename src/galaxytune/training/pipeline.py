@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -162,13 +163,21 @@ def _timed(fn, *args) -> StageOutput:
 
 
 def train(cfg: Config, out_dir: str | Path) -> TrainResult:
-    """Run every enabled stage on ``cfg.data.path`` and write the run folder ``out_dir``."""
+    """Run every enabled stage on ``cfg.data.path`` and write the run folder ``out_dir``.
+
+    Under multi-process (DDP) training every process runs this function; only the main one
+    writes files.
+    """
+    if not cfg.transfer.enabled and not (cfg.finetune.enabled and cfg.finetune.method != "head"):
+        raise ConfigError("transfer.enabled and finetune.enabled are both off: nothing would be trained.")
+    main = rank_zero_only.rank == 0
     run_dir = Path(out_dir).expanduser()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.yaml")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
 
-    data = prepare(cfg.data, run_dir)
+    data = prepare(cfg.data, run_dir if main else None)
     net = create_classifier(
         cfg.model.name, len(data.classes), cfg.model.weights, cfg.model.mean, cfg.model.std,
         cfg.model.drop_rate, cfg.model.kwargs,
@@ -178,8 +187,6 @@ def train(cfg: Config, out_dir: str | Path) -> TrainResult:
         stages.append(_timed(run_transfer, cfg, net, data, run_dir))
     if cfg.finetune.enabled and cfg.finetune.method != "head":
         stages.append(_timed(run_finetune, cfg, net, data, run_dir, stages[-1] if stages else None))
-    if not stages:
-        raise ConfigError("transfer.enabled and finetune.enabled are both off: nothing would be trained.")
     y_val, y_test = _targets(data.sets["val"]), _targets(data.sets["test"])
     rule = DecisionRule()
     if cfg.decision.enabled:
@@ -188,22 +195,29 @@ def train(cfg: Config, out_dir: str | Path) -> TrainResult:
         dc = cfg.decision
         rule = fit_decision_rule(last.val_logits, y_val, dc.metric, dc.temperature, dc.offsets, dc.offset_range)
         stages.append(StageOutput("decision", last.val_logits, last.test_logits, rule, time.perf_counter() - start))
+    table = [stage_row(s, y_val, y_test) for s in stages]
+    if main:
+        write_outputs(run_dir, cfg, net, data, stages, table)
+    return TrainResult(net, rule, data.classes, table, run_dir, stages, data)
 
+
+def write_outputs(
+    run_dir: Path, cfg: Config, net: GalaxyClassifier, data: Prepared, stages: list[StageOutput], table: list[dict]
+) -> None:
+    """The saved model, stage table, per-epoch metrics, stage outputs and the report."""
     info = ModelInfo(
         architecture=cfg.model.name, classes=data.classes, image_size=cfg.data.image_size,
         center_crop=cfg.data.center_crop, mean=net.mean.flatten().tolist(), std=net.std.flatten().tolist(),
-        decision=rule.to_dict(), create_kwargs=cfg.model.kwargs,
+        decision=stages[-1].rule.to_dict(), create_kwargs=cfg.model.kwargs,
     )
     save_model(net, info, run_dir / "models")
-    table = [stage_row(s, y_val, y_test) for s in stages]
     write_table(table, run_dir)
     merge_epoch_logs(run_dir)
     np.savez_compressed(
-        run_dir / "stage_outputs.npz", y_val=y_val, y_test=y_test,
+        run_dir / "stage_outputs.npz", y_val=data.sets["val"].targets.numpy(), y_test=data.sets["test"].targets.numpy(),
         val_paths=np.array([str(p) for p in data.sets["val"].paths]),
         test_paths=np.array([str(p) for p in data.sets["test"].paths]),
         **{f"{s.name}_{split}": getattr(s, f"{split}_logits") for s in stages for split in ("val", "test")},
     )
     print(format_table(table))
     print(f"Report: {write_run_report(run_dir)}")
-    return TrainResult(net, rule, data.classes, table, run_dir, stages, data)
