@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.special import softmax
 
+from galaxytune.decision import DecisionRule
+from galaxytune.evaluation.stage_table import stage_gains, stage_row, write_table
 from galaxytune.report.html import write_evaluation_report, write_run_report
 
 CLASSES = ["smooth", "disk_face_on_spiral", "disk_edge_on"]
@@ -82,13 +85,14 @@ def make_run(run_dir: Path, stages: tuple[str, ...] = ("transfer", "finetune", "
         "architecture": "resnet18", "classes": CLASSES, "image_size": 64, "center_crop": 1.0,
         "mean": [0.5] * 3, "std": [0.5] * 3, "decision": decision, "create_kwargs": {},
     }))
-    metrics = [f"{split}_{m}" for split in ("val", "test")
-               for m in ("accuracy", "balanced_accuracy", "macro_f1", "ece", "n")]
-    with open(run_dir / "stage_table.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["stage", *metrics, "seconds"])
-        for stage in stages:
-            writer.writerow([stage, *(N if m.endswith("_n") else round(rng.random(), 4) for m in metrics), 1.5])
+    # The stage table and gains come from the writers that `galaxytune train` uses.
+    rule = DecisionRule(**decision)
+    probs = {(stage, split): (rule.probabilities(outputs[f"{stage}_{split}"]) if stage == "decision"
+                              else softmax(outputs[f"{stage}_{split}"], axis=1))
+             for stage in stages for split in ("val", "test")}
+    table = [stage_row(s, probs[s, "val"], probs[s, "test"], y["val"], y["test"], 1.5) for s in stages]
+    gains = stage_gains(list(stages), [probs[s, "test"] for s in stages], y["test"])
+    write_table(table, gains, run_dir)
     with open(run_dir / "metrics.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["stage", "epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
@@ -147,6 +151,8 @@ def test_run_report_has_every_section_and_plot(run_report: Path):
     for title in SECTIONS:
         assert title in html, title
     assert "reported only" in html
+    assert "P(no gain)" in html and html.count("decision</td><td>finetune") == 3  # paired gains, 3 metrics
+    assert re.search(r"0\.\d{4} \[0\.\d{3}, 0\.\d{3}\]", html)  # test metrics with their interval
     assert "temperature only" in html  # the reliability panel between raw and full decision rule
     assert html.count('<div class="missing">') >= 2  # the missing and the corrupt image, skipped
     # Self-contained: nothing is fetched from anywhere.

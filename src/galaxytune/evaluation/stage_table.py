@@ -1,4 +1,5 @@
-"""The stage table: one row per stage, validation and test metrics side by side."""
+"""The stage table: one row per stage, validation and test metrics side by side, with 95%
+bootstrap intervals on test, and the paired-bootstrap gain of each stage over the one before."""
 
 from __future__ import annotations
 
@@ -6,28 +7,80 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
+
+from galaxytune.evaluation.bootstrap import bootstrap_intervals, paired_bootstrap
+from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.files import write_text
 
 COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 SHORT = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "macro_f1": "macro_f1", "ece": "ece"}
+GAIN_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table (readable in a terminal too)."""
+def stage_row(
+    name: str, val_probs: np.ndarray, test_probs: np.ndarray, y_val: np.ndarray, y_test: np.ndarray,
+    seconds: float, seed: int = 0,
+) -> dict:
+    row: dict = {"stage": name}
+    for split, probs, y in (("val", val_probs, y_val), ("test", test_probs, y_test)):
+        for key, value in classification_metrics(y, probs).items():
+            row[f"{split}_{key}"] = value
+    for key, (lo, hi) in bootstrap_intervals(y_test, test_probs, seed=seed).items():
+        row[f"test_{key}_ci_low"], row[f"test_{key}_ci_high"] = lo, hi
+    row["seconds"] = round(seconds, 1)
+    return row
+
+
+def stage_gains(names: list[str], test_probs: list[np.ndarray], y_test: np.ndarray, seed: int = 0) -> list[dict]:
+    """Each stage against the one before it, on the same test images."""
+    rows = []
+    for i in range(1, len(names)):
+        for metric in GAIN_METRICS:
+            result = paired_bootstrap(y_test, test_probs[i - 1], test_probs[i], metric, seed=seed)
+            rows.append({"stage": names[i], "versus": names[i - 1], "metric": metric, **result})
+    return rows
+
+
+def _cell(row: dict, split: str, metric: str) -> str:
+    text = f"{row[f'{split}_{metric}']:.4f}"
+    if f"{split}_{metric}_ci_low" in row:
+        text += f" [{row[f'{split}_{metric}_ci_low']:.3f}, {row[f'{split}_{metric}_ci_high']:.3f}]"
+    return text
+
+
+def format_table(rows: list[dict], gains: list[dict] = ()) -> str:
+    """A Markdown table (readable in a terminal too), then the stage gains."""
     head = ["stage"] + [f"{split} {SHORT[c]}" for split in ("val", "test") for c in COLUMNS] + ["seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [row["stage"]] + [f"{row[f'{split}_{c}']:.4f}" for split in ("val", "test") for c in COLUMNS]
+        cells = [row["stage"]] + [_cell(row, split, c) for split in ("val", "test") for c in COLUMNS]
         lines.append("| " + " | ".join(cells + [f"{row['seconds']:.1f}"]) + " |")
     n_val, n_test = rows[0]["val_n"], rows[0]["test_n"]
-    note = f"\nval n={n_val} (chooses checkpoints and the decision rule), test n={n_test} (reported only)"
-    return "\n".join(lines) + note
+    lines.append(
+        f"\nval n={n_val} (chooses checkpoints and the decision rule), test n={n_test} (reported only); "
+        "[95% bootstrap interval]"
+    )
+    if gains:
+        lines.append("\nGain of each stage over the one before, on test (paired bootstrap):")
+        for g in gains:
+            lines.append(
+                f"- {g['stage']} vs {g['versus']}, {g['metric']}: {g['delta']:+.4f} "
+                f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}], P(no gain) = {g['p_not_better']:.3f}"
+            )
+    return "\n".join(lines)
 
 
-def write_table(rows: list[dict], run_dir: Path) -> None:
+def _csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    write_text(run_dir / "stage_table.csv", buffer.getvalue())
-    write_text(run_dir / "stage_table.md", format_table(rows) + "\n")
+    return buffer.getvalue()
+
+
+def write_table(rows: list[dict], gains: list[dict], run_dir: Path) -> None:
+    write_text(run_dir / "stage_table.csv", _csv_text(rows))
+    if gains:
+        write_text(run_dir / "stage_gains.csv", _csv_text(gains))
+    write_text(run_dir / "stage_table.md", format_table(rows, gains) + "\n")

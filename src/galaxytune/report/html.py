@@ -202,30 +202,33 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _recorded_paths(run_dir: Path, outputs, split: str, classes: list[str], y: np.ndarray) -> list[Path] | None:
-    """The image paths of ``split`` in prediction order.
-
-    Runs written before the paths were saved with the outputs still have ``splits.csv``, whose
-    rows are the decoded (kept) samples in the same order; used only if labels match row by row.
-    """
-    if f"{split}_paths" in outputs:
-        return [Path(p) for p in outputs[f"{split}_paths"]]
-    rows = [r for r in _read_csv(run_dir / "splits.csv") if r.get("split") == split]
-    if len(rows) == len(y) and all(r["label"] == classes[c] for r, c in zip(rows, y)):
-        return [Path(r["path"]) for r in rows]
-    return None
+def _with_interval(row: dict, key: str) -> object:
+    """A test metric with its 95% bootstrap interval, where the table has one."""
+    value = _number(row.get(key))
+    if isinstance(value, float) and row.get(f"{key}_ci_low"):
+        return f"{value:.4f} [{float(row[key + '_ci_low']):.3f}, {float(row[key + '_ci_high']):.3f}]"
+    return value
 
 
-def _stage_table(rows: list[dict]) -> str:
+def _stage_table(rows: list[dict], gains: list[dict]) -> str:
     keys = ("accuracy", "balanced_accuracy", "macro_f1", "ece", "n")
     header = ["stage"] + [f"{split} {k.replace('_', ' ')}" for split in ("val", "test") for k in keys] + ["seconds"]
-    body = [[r["stage"]] + [_number(r.get(f"{s}_{k}")) for s in ("val", "test") for k in keys]
+    body = [[r["stage"]] + [_with_interval(r, f"{s}_{k}") for s in ("val", "test") for k in keys]
             + [f"{float(r['seconds']):.1f}" if r.get("seconds") else "-"] for r in rows]
-    return _section(
-        "Stage table", _table(header, body),
+    parts = [
+        _table(header, body),
         _note("Validation chose the checkpoints, early stopping and the decision rule; the test split is "
-              "reported only and never used for a choice."),
-    )
+              "reported only and never used for a choice. Brackets: 95% bootstrap interval over test images."),
+    ]
+    if gains:
+        parts.append(_table(
+            ["stage", "versus", "metric", "gain on test", "95% interval", "P(no gain)"],
+            [[g["stage"], g["versus"], g["metric"].replace("_", " "), f"{float(g['delta']):+.4f}",
+              f"[{float(g['ci_low']):+.3f}, {float(g['ci_high']):+.3f}]", _number(g["p_not_better"])] for g in gains],
+        ))
+        parts.append(_note("Paired bootstrap: both stages are scored on the same resampled test images; "
+                           "P(no gain) is the share of resamples in which the later stage does not beat the earlier."))
+    return _section("Stage table", *parts)
 
 
 def _training_curves(run_dir: Path, rows: list[dict]) -> str:
@@ -272,8 +275,8 @@ def write_run_report(run_dir: Path) -> Path:
     sections = [summary]
     table = _read_csv(run_dir / "stage_table.csv")
     if table:
-        sections.append(_stage_table(table))
+        sections.append(_stage_table(table, _read_csv(run_dir / "stage_gains.csv")))
     sections.append(_training_curves(run_dir, _read_csv(run_dir / "metrics.csv")))
     sections += _split_sections(run_dir, "test", classes, y, final, before, calibration,
-                                _recorded_paths(run_dir, outputs, "test", classes, y))
+                                [Path(p) for p in outputs["test_paths"]])
     return _page(run_dir, f"galaxytune run: {run_dir.resolve().name}", sections)

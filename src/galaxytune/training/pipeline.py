@@ -23,8 +23,8 @@ from galaxytune.data.images import ImageSet, default_workers
 from galaxytune.data.prepare import Prepared, prepare
 from galaxytune.decision import DecisionRule, fit_decision_rule
 from galaxytune.errors import ConfigError
-from galaxytune.evaluation.metrics import classification_metrics, score
-from galaxytune.evaluation.stage_table import format_table, write_table
+from galaxytune.evaluation.metrics import score
+from galaxytune.evaluation.stage_table import format_table, stage_gains, stage_row, write_table
 from galaxytune.inference.predict import run_batches
 from galaxytune.inference.saved import ModelInfo, save_model
 from galaxytune.models.backbone import GalaxyClassifier, create_classifier
@@ -55,6 +55,8 @@ class TrainResult:
     run_dir: Path
     stages: list[StageOutput]
     data: Prepared
+    gains: list[dict] = field(default_factory=list)
+    """Paired-bootstrap gain of each stage over the one before, on test."""
 
 
 def _targets(dataset: ImageSet) -> np.ndarray:
@@ -145,16 +147,6 @@ def _val_score(logits: np.ndarray, y: np.ndarray, metric: str) -> float:
     return score(y, logits.argmax(axis=1), metric, logits.shape[1])
 
 
-def stage_row(stage: StageOutput, y_val: np.ndarray, y_test: np.ndarray) -> dict:
-    row: dict = {"stage": stage.name}
-    for split, logits, y in (("val", stage.val_logits, y_val), ("test", stage.test_logits, y_test)):
-        probs = stage.rule.probabilities(logits)
-        for key, value in classification_metrics(y, probs).items():
-            row[f"{split}_{key}"] = value
-    row["seconds"] = round(stage.seconds, 1)
-    return row
-
-
 def _timed(fn, *args) -> StageOutput:
     start = time.perf_counter()
     out = fn(*args)
@@ -195,14 +187,21 @@ def train(cfg: Config, out_dir: str | Path) -> TrainResult:
         dc = cfg.decision
         rule = fit_decision_rule(last.val_logits, y_val, dc.metric, dc.temperature, dc.offsets, dc.offset_range)
         stages.append(StageOutput("decision", last.val_logits, last.test_logits, rule, time.perf_counter() - start))
-    table = [stage_row(s, y_val, y_test) for s in stages]
+    val_probs = [s.rule.probabilities(s.val_logits) for s in stages]
+    test_probs = [s.rule.probabilities(s.test_logits) for s in stages]
+    table = [
+        stage_row(s.name, vp, tp, y_val, y_test, s.seconds, seed=cfg.trainer.seed)
+        for s, vp, tp in zip(stages, val_probs, test_probs)
+    ]
+    gains = stage_gains([s.name for s in stages], test_probs, y_test, seed=cfg.trainer.seed)
     if main:
-        write_outputs(run_dir, cfg, net, data, stages, table)
-    return TrainResult(net, rule, data.classes, table, run_dir, stages, data)
+        write_outputs(run_dir, cfg, net, data, stages, table, gains)
+    return TrainResult(net, rule, data.classes, table, run_dir, stages, data, gains)
 
 
 def write_outputs(
-    run_dir: Path, cfg: Config, net: GalaxyClassifier, data: Prepared, stages: list[StageOutput], table: list[dict]
+    run_dir: Path, cfg: Config, net: GalaxyClassifier, data: Prepared, stages: list[StageOutput],
+    table: list[dict], gains: list[dict],
 ) -> None:
     """The saved model, stage table, per-epoch metrics, stage outputs and the report."""
     info = ModelInfo(
@@ -211,7 +210,7 @@ def write_outputs(
         decision=stages[-1].rule.to_dict(), create_kwargs=cfg.model.kwargs,
     )
     save_model(net, info, run_dir / "models")
-    write_table(table, run_dir)
+    write_table(table, gains, run_dir)
     merge_epoch_logs(run_dir)
     np.savez_compressed(
         run_dir / "stage_outputs.npz", y_val=data.sets["val"].targets.numpy(), y_test=data.sets["test"].targets.numpy(),
@@ -219,5 +218,5 @@ def write_outputs(
         test_paths=np.array([str(p) for p in data.sets["test"].paths]),
         **{f"{s.name}_{split}": getattr(s, f"{split}_logits") for s in stages for split in ("val", "test")},
     )
-    print(format_table(table))
+    print(format_table(table, gains))
     print(f"Report: {write_run_report(run_dir)}")
