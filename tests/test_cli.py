@@ -114,3 +114,22 @@ def test_user_errors_give_one_clear_message(tmp_path, capsys, weights_file):
     assert main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--weights",
                  str(weights_file), *FAST]) == 2
     assert "only one class" in capsys.readouterr().err
+
+
+def test_tta_predictions_do_not_depend_on_orientation(trained, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import galaxytune
+
+    _, run = trained
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)  # the model's input size: no resampling
+    for k in range(4):
+        Image.fromarray(np.rot90(pixels, k).copy()).save(tmp_path / f"rot{k}.png")
+    Image.fromarray(pixels[:, ::-1].copy()).save(tmp_path / "flip.png")
+    model = galaxytune.load(run)
+    plain = model.predict(tmp_path).probabilities
+    tta = model.predict(tmp_path, tta=True).probabilities
+    assert np.allclose(tta, tta[0], atol=1e-5)  # all five orientations: one prediction
+    assert not np.allclose(plain, plain[0], atol=1e-5)  # without TTA they differ

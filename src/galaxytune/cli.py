@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="image folder or CSV catalog with labels")
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--tta", action="store_true", help="average over the 8 rotations and flips")
     p.add_argument("--report", help="folder for report.html (default: MODEL/evaluation-<data>-<split>)")
     _add_columns(p)
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder of a trained model")
     p.add_argument("images", nargs="+", help="image files, folders, or a CSV catalog")
     p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--tta", action="store_true", help="average over the 8 rotations and flips")
     _add_columns(p)
 
     p = sub.add_parser("demo", help="train on built-in synthetic galaxies (no data needed)")
@@ -71,7 +73,9 @@ def _evaluate(args) -> None:
     from galaxytune.report.html import write_evaluation_report
 
     predictor = Predictor.load(args.model)
-    result = evaluate(predictor, args.data, args.split, args.path_column or "filename", args.label_column or "label")
+    result = evaluate(
+        predictor, args.data, args.split, args.path_column or "filename", args.label_column or "label", args.tta
+    )
     folder = Path(args.report or Path(args.model) / f"evaluation-{Path(args.data).stem}-{args.split}")
     report = write_evaluation_report(
         folder, predictor.classes, result.y_true, result.predictions.probabilities, result.predictions.paths,
@@ -97,7 +101,7 @@ def _predict(args) -> None:
             images += [Path(item).parent / row[column] for row in read_catalog(Path(item), column, None)]
         else:
             images.append(item)
-    predictions = Predictor.load(args.model).predict(images)
+    predictions = Predictor.load(args.model).predict(images, tta=args.tta)
     predictions.write_csv(Path(args.out))
     print(f"Wrote {len(predictions.paths)} predictions to {args.out}")
     if predictions.unreadable:

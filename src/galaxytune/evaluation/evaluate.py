@@ -21,7 +21,7 @@ class Evaluation:
 
 def evaluate(
     predictor: Predictor, data: str, split: str = "all", path_column: str = "filename",
-    label_column: str = "label",
+    label_column: str = "label", tta: bool = False,
 ) -> Evaluation:
     found = find_labelled(data, path_column, label_column)
     wanted = SPLITS if split == "all" else (split,)
@@ -35,7 +35,7 @@ def evaluate(
             f"(it knows {', '.join(predictor.classes)})."
         )
     label_of = {s.path: s.label for s in samples}
-    predictions = predictor.predict([s.path for s in samples])
+    predictions = predictor.predict([s.path for s in samples], tta=tta)
     if predictions.unreadable:
         print(f"Skipped {len(predictions.unreadable)} unreadable image(s), e.g. {predictions.unreadable[0][0]}.")
     index = {c: i for i, c in enumerate(predictor.classes)}

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from galaxytune.data.images import default_workers, iter_decoded
 from galaxytune.data.sources import find_images
+from galaxytune.data.transforms import N_DIHEDRAL, dihedral
 from galaxytune.files import atomic_path
 from galaxytune.inference.saved import ModelInfo, load_model
 
@@ -65,12 +66,18 @@ class Predictor:
         return self.info.classes
 
     @torch.no_grad()
-    def logits(self, pixels: torch.Tensor) -> np.ndarray:
-        """Raw logits for a (n, 3, S, S) uint8 or [0, 1] float batch."""
-        return self.net(pixels).float().numpy()
+    def logits(self, pixels: torch.Tensor, tta: bool = False) -> np.ndarray:
+        """Raw logits for a (n, 3, S, S) uint8 or [0, 1] float batch.
 
-    def predict(self, images, batch_size: int = 64, workers: int = -1) -> Predictions:
-        """Predict image files or folders (str/Path or a list of them)."""
+        With ``tta`` the logits are averaged over the 8 rotations and flips of the square, so
+        that the prediction no longer depends on how the galaxy happens to lie in the cutout.
+        """
+        if not tta:
+            return self.net(pixels).float().numpy()
+        return torch.stack([self.net(dihedral(pixels, k)).float() for k in range(N_DIHEDRAL)]).mean(0).numpy()
+
+    def predict(self, images, batch_size: int = 64, workers: int = -1, tta: bool = False) -> Predictions:
+        """Predict image files or folders (str/Path or a list of them); ``tta``: see :meth:`logits`."""
         if isinstance(images, (str, Path)):
             images = [images]
         paths = find_images(list(images))
@@ -81,7 +88,7 @@ class Predictor:
             kept += [paths[i] for i in idx]
             bad += failed
             if len(idx):
-                logits.append(self.logits(pixels))
+                logits.append(self.logits(pixels, tta))
         k = len(self.classes)
         raw = np.concatenate(logits) if logits else np.zeros((0, k))
         return Predictions(kept, self.classes, self.info.rule.probabilities(raw), bad)
