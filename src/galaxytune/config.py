@@ -37,6 +37,10 @@ class DataConfig:
     cache_limit_gb: float = 4.0
     num_workers: int = -1
     """DataLoader workers; -1 picks from the CPU count."""
+    leakage: str = "warn"
+    """Images of val/test also in train (identical or near-duplicate): 'warn', 'fail' or 'off'."""
+    leakage_max_distance: int = 40
+    """Largest perceptual-hash distance (of 256 bits) that counts as a near-duplicate."""
 
 
 @dataclass
@@ -127,6 +131,7 @@ class Config:
             ("finetune.method", self.finetune.method, ("top-blocks", "full", "head")),
             ("finetune.batchnorm", self.finetune.batchnorm, ("frozen", "train")),
             ("data.cache_images", self.data.cache_images, ("auto", "yes", "no")),
+            ("data.leakage", self.data.leakage, ("warn", "fail", "off")),
         ]:
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")

@@ -17,6 +17,8 @@ from PIL import Image, ImageFile
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from galaxytune.data.leakage import HASH_BYTES, perceptual_hash
+
 # A truncated file must raise, not come back silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -87,19 +89,23 @@ class Decoded:
     """Unreadable files and the reason."""
     pixels: torch.Tensor | None
     """(len(keep), 3, S, S) uint8 when cached, else None."""
+    hashes: np.ndarray
+    """(len(keep), 32) packed perceptual hashes, for the leakage guard."""
 
 
 def decode_all(
     paths: list[Path], size: int, center_crop: float, cache: bool, workers: int, desc: str
 ) -> Decoded:
-    keep, bad, chunks = [], [], []
+    keep, bad, chunks, hashes = [], [], [], []
     for indices, pixels, failed in iter_decoded(paths, size, center_crop, workers, 64, desc):
         keep += indices
         bad += failed
+        if indices:
+            hashes.append(perceptual_hash(pixels))
         if cache:
             chunks.append(pixels)
     pixels = torch.cat(chunks) if cache and chunks else None
-    return Decoded(keep, bad, pixels)
+    return Decoded(keep, bad, pixels, np.concatenate(hashes) if hashes else np.zeros((0, HASH_BYTES), np.uint8))
 
 
 class ImageSet(Dataset):

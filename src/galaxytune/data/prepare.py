@@ -8,6 +8,7 @@ from pathlib import Path
 
 from galaxytune.config import DataConfig
 from galaxytune.data.images import ImageSet, decode_all, default_workers
+from galaxytune.data.leakage import find_overlaps, write_overlaps
 from galaxytune.data.sources import SPLITS, Sample, find_labelled
 from galaxytune.data.splits import make_splits, write_splits
 from galaxytune.errors import DataError
@@ -32,6 +33,29 @@ def write_unreadable(bad: list[tuple[Path, str]], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["path", "error"])
         writer.writerows((str(p), err) for p, err in bad)
+
+
+def guard_leakage(
+    splits: dict[str, list[Sample]], hashes, row: dict[Path, int], cfg: DataConfig, run_dir: Path | None
+) -> None:
+    """Report val/test images that are also in train; stop the run if configured to."""
+    paths = {split: [s.path for s in samples] for split, samples in splits.items()}
+    split_hashes = {split: hashes[[row[p] for p in ps]] for split, ps in paths.items()}
+    overlaps = find_overlaps(paths, split_hashes, cfg.leakage_max_distance)
+    if not overlaps:
+        return
+    where = ""
+    if run_dir is not None:
+        write_overlaps(overlaps, run_dir / "leakage.csv")
+        where = f"; all are listed in {run_dir / 'leakage.csv'}"
+    first = overlaps[0]
+    message = (
+        f"{len(overlaps)} val/test image(s) are also in train, e.g. {first.path} ({first.kind} of "
+        f"{first.train_path}){where}. Remove the duplicates so that test measures unseen galaxies"
+    )
+    if cfg.leakage == "fail":
+        raise DataError(message + ", or set data.leakage=warn.")
+    print(f"Warning: {message}.")
 
 
 def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
@@ -71,4 +95,6 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
         )
     if run_dir is not None:
         write_splits(splits, run_dir / "splits.csv")
+    if cfg.leakage != "off":
+        guard_leakage(splits, decoded.hashes, row, cfg, run_dir)
     return Prepared(classes, sets, splits, decoded.bad)
