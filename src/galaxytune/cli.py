@@ -28,6 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_columns(p)
     p.add_argument("overrides", nargs="*", help="settings as section.key=value, e.g. finetune.epochs=5")
 
+    p = sub.add_parser("cv", help="K-fold cross-validation of the whole recipe (resumes if interrupted)")
+    p.add_argument("--data", required=True, help="image folder or CSV catalog (all splits are pooled)")
+    p.add_argument("--out", required=True, help="folder for the fold runs and the summary")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--model", help="timm model name (model.name)")
+    p.add_argument("--weights", help="'hub', 'none' or a local weights file (model.weights)")
+    _add_columns(p)
+    p.add_argument("overrides", nargs="*", help="settings as section.key=value")
+
     p = sub.add_parser("evaluate", help="score a trained model on a labelled set")
     p.add_argument("--model", required=True, help="run folder of a trained model")
     p.add_argument("--data", required=True, help="image folder or CSV catalog with labels")
@@ -53,18 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args) -> None:
+def _config(args):
+    """The config from --config, the shortcut flags and the key=value overrides (in that order)."""
     from galaxytune.config import load_config
-    from galaxytune.training.pipeline import train
 
     overrides = [f"data.path={args.data}"]
     for flag, key in (("model", "model.name"), ("weights", "model.weights"),
                       ("path_column", "data.path_column"), ("label_column", "data.label_column")):
         if getattr(args, flag):
             overrides.append(f"{key}={getattr(args, flag)}")
-    cfg = load_config(args.config, overrides + list(args.overrides))
-    result = train(cfg, args.out)
+    return load_config(args.config, overrides + list(args.overrides))
+
+
+def _train(args) -> None:
+    from galaxytune.training.pipeline import train
+
+    result = train(_config(args), args.out)
     print(f"Run folder: {result.run_dir}")
+
+
+def _cv(args) -> None:
+    from galaxytune.evaluation.cross_validation import cross_validate
+    from galaxytune.training.pipeline import train
+
+    cross_validate(_config(args), args.out, args.folds, train)
+    print(f"Summary: {Path(args.out) / 'cv_summary.md'}")
 
 
 def _evaluate(args) -> None:
@@ -119,7 +142,8 @@ def _demo(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "demo": _demo}[args.command]
+    handlers = {"train": _train, "cv": _cv, "evaluate": _evaluate, "predict": _predict, "demo": _demo}
+    handler = handlers[args.command]
     try:
         handler(args)
     except GalaxytuneError as exc:

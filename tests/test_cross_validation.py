@@ -1,0 +1,43 @@
+"""K-fold cross-validation: disjoint test folds, a summary, and resuming after an interruption."""
+
+import csv
+
+from conftest import FAST, write_folder
+
+from galaxytune.cli import main
+from galaxytune.config import load_config
+from galaxytune.evaluation.cross_validation import cross_validate
+from galaxytune.training.pipeline import train
+
+
+def test_cv_runs_every_fold_then_resumes_without_redoing_any(tmp_path, weights_file, capsys):
+    data = write_folder(tmp_path / "data", {"red": 12, "green": 12, "blue": 12})
+    out = tmp_path / "cv"
+    args = ["cv", "--data", str(data), "--out", str(out), "--folds", "3", "--weights", str(weights_file), *FAST,
+            "transfer.epochs=2", "finetune.enabled=false"]
+    assert main(args) == 0
+    tests = [{r["filename"] for r in csv.DictReader(open(out / f"fold_{i}" / "folds.csv")) if r["split"] == "test"}
+             for i in range(3)]
+    assert sum(map(len, tests)) == 36 and not (tests[0] & tests[1] or tests[0] & tests[2] or tests[1] & tests[2])
+    summary = list(csv.DictReader(open(out / "cv_summary.csv")))
+    assert [r["stage"] for r in summary] == ["transfer", "decision"] and summary[0]["folds"] == "3"
+    assert "±" in (out / "cv_summary.md").read_text()
+
+    # An interruption: fold 1 never finished. Only that fold runs again.
+    (out / "fold_1" / "stage_table.csv").unlink()
+    ran = []
+    cfg = load_config(overrides=[f"data.path={data}", f"model.weights={weights_file}", *FAST,
+                                 "transfer.epochs=2", "finetune.enabled=false"])
+    cross_validate(cfg, out, 3, lambda c, run_dir: ran.append(run_dir) or train(c, run_dir))
+    assert ran == [out / "fold_1"]
+
+
+def test_cv_needs_enough_images_per_class(tmp_path, capsys):
+    data = write_folder(tmp_path / "data", {"red": 12, "green": 2})
+    assert main(["cv", "--data", str(data), "--out", str(tmp_path / "cv"), "--folds", "3"]) == 2
+    assert "only 2 image(s): too few for 3 folds" in capsys.readouterr().err
+
+
+def test_cv_needs_two_folds(tmp_path, capsys):
+    assert main(["cv", "--data", str(tmp_path), "--out", str(tmp_path / "cv"), "--folds", "1"]) == 2
+    assert "--folds 2 or more" in capsys.readouterr().err
