@@ -70,9 +70,13 @@ class TransferConfig:
 class FinetuneConfig:
     enabled: bool = True
     method: str = "top-blocks"
+    """'top-blocks', 'lora', 'full', 'bias-norm', or 'head' (transfer stage only)."""
     top_blocks: int = 4
     """Number of timm layer groups (counted from the head) that are unfrozen."""
     layer_decay: float = 0.7
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
     lr: float = 1e-3
     weight_decay: float = 0.05
     epochs: int = 15
@@ -128,7 +132,7 @@ class Config:
         for key, value, allowed in [
             ("decision.metric", self.decision.metric, METRICS),
             ("trainer.monitor", self.trainer.monitor, METRICS),
-            ("finetune.method", self.finetune.method, ("top-blocks", "full", "head")),
+            ("finetune.method", self.finetune.method, ("top-blocks", "lora", "full", "bias-norm", "head")),
             ("finetune.batchnorm", self.finetune.batchnorm, ("frozen", "train")),
             ("data.cache_images", self.data.cache_images, ("auto", "yes", "no")),
             ("data.leakage", self.data.leakage, ("warn", "fail", "off")),

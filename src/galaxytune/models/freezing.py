@@ -13,6 +13,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from galaxytune.models.backbone import GalaxyClassifier
 
+NORMS = (_BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
 
 def layer_ids(model: GalaxyClassifier) -> dict[str, int]:
     """Parameter name (inside the backbone) -> timm layer index, head = highest."""
@@ -26,12 +28,20 @@ def layer_ids(model: GalaxyClassifier) -> dict[str, int]:
 def set_trainable(model: GalaxyClassifier, method: str, top_blocks: int) -> int:
     """Freeze all but what ``method`` trains; return the number of trainable parameters.
 
-    'full' trains everything; 'top-blocks' the head layer plus the ``top_blocks`` layers under it.
+    'full' trains everything; 'top-blocks' the head layer plus the ``top_blocks`` layers under
+    it; 'bias-norm' the head, every bias and every normalisation layer's parameters.
     """
     ids = layer_ids(model)
     top = max(ids.values())
+    norms = {f"{n}.{p}" for n, m in model.backbone.named_modules() if isinstance(m, NORMS) for p, _ in
+             m.named_parameters(recurse=False)}
     for name, param in model.backbone.named_parameters():
-        param.requires_grad = method == "full" or ids.get(name, top) >= top - top_blocks
+        if method == "full":
+            param.requires_grad = True
+        elif method == "bias-norm":
+            param.requires_grad = ids.get(name, top) == top or name.endswith("bias") or name in norms
+        else:
+            param.requires_grad = ids.get(name, top) >= top - top_blocks
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -29,6 +29,7 @@ from galaxytune.inference.predict import run_batches
 from galaxytune.inference.saved import ModelInfo, save_model
 from galaxytune.models.backbone import GalaxyClassifier, create_classifier
 from galaxytune.models.freezing import optimizer_groups, set_trainable
+from galaxytune.models.lora import add_lora, merge, save_adapter
 from galaxytune.report.html import write_run_report
 from galaxytune.training.fit import fit
 from galaxytune.training.logs import merge_epoch_logs
@@ -118,12 +119,21 @@ def run_finetune(
     """
     fc = cfg.finetune
     start_state = {k: v.clone() for k, v in net.state_dict().items()}
-    n_trainable = set_trainable(net, fc.method, fc.top_blocks)
-    print(f"finetune: {n_trainable:,} of {sum(p.numel() for p in net.parameters()):,} parameters trainable")
+    total = sum(p.numel() for p in net.parameters())
+    if fc.method == "lora":
+        trained = add_lora(net, fc.lora_rank, fc.lora_alpha, fc.lora_dropout)
+        groups = [{"params": [p for p in trained.parameters() if p.requires_grad], "lr": fc.lr,
+                   "weight_decay": fc.weight_decay}]
+    else:
+        trained = net
+        set_trainable(net, fc.method, fc.top_blocks)
+        groups = optimizer_groups(net, fc.lr, fc.weight_decay, fc.layer_decay)
+    n_trainable = sum(p.numel() for g in groups for p in g["params"])
+    print(f"finetune ({fc.method}): {n_trainable:,} of {total:,} parameters trainable")
     train_set, val_set = data.sets["train"], data.sets["val"]
     steps_per_epoch = max(1, len(train_set) // fc.batch_size)
     module = ClassifierModule(
-        net, len(data.classes), optimizer_groups(net, fc.lr, fc.weight_decay, fc.layer_decay),
+        trained, len(data.classes), groups,
         total_steps=steps_per_epoch * fc.epochs, warmup_steps=round(fc.warmup_epochs * steps_per_epoch),
         label_smoothing=fc.label_smoothing, augment=fc.augment, batchnorm=fc.batchnorm,
     )
@@ -131,6 +141,11 @@ def run_finetune(
         _loader(train_set, fc.batch_size, True, _image_workers(cfg, train_set)),
         _loader(val_set, 128, False, _image_workers(cfg, val_set)),
         run_dir, "finetune", fc.epochs, fc.patience, cfg.trainer)
+    if fc.method == "lora":
+        if rank_zero_only.rank == 0:
+            folder = run_dir / "models" / "lora_adapter"
+            print(f"finetune: LoRA adapter and head saved in {folder} ({save_adapter(trained, folder) / 1e6:.2f} MB)")
+        net = merge(trained)
     for p in net.parameters():
         p.requires_grad = True
     val_logits = run_batches(net, val_set, 128, "predict val", _image_workers(cfg, val_set)).numpy()
