@@ -58,3 +58,12 @@ def test_scalar_types_are_checked():
     with pytest.raises(ConfigError, match="transfer.enabled.*true or false"):
         load_config(overrides=["transfer.enabled=maybe"])
     assert load_config(overrides=["finetune.epochs=3.0"]).finetune.epochs == 3
+
+
+def test_shipped_presets_load():
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert presets
+    for preset in presets:
+        load_config(preset)
