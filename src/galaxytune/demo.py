@@ -22,7 +22,7 @@ DEMO_SETTINGS = {
 # depthwise convolutions train several times slower on CPUs.
 FROM_SCRATCH = [
     "model.name=resnet18", "model.weights=none", "finetune.method=full", "finetune.batchnorm=train",
-    "finetune.lr=2e-3", "finetune.epochs=8", "finetune.patience=3",
+    "finetune.lr=2e-3", "finetune.epochs=5", "finetune.patience=2",
 ]
 
 
