@@ -102,6 +102,18 @@ def test_train_from_csv_catalog_with_stages_switched_off(tmp_path, weights_file)
     assert splits == {"train", "val", "test"}
 
 
+def test_a_run_folder_is_never_silently_mixed_with_another(trained, capsys, weights_file):
+    data, run = trained
+    assert main(["train", "--data", str(data), "--out", str(run), "--weights", str(weights_file), *FAST]) == 2
+    assert "already holds a run" in capsys.readouterr().err and (run / "report.html").is_file()
+
+
+def test_paths_from_flags_are_taken_literally(tmp_path, capsys):
+    odd = tmp_path / "zoo: v2 #1"
+    assert main(["train", "--data", str(odd), "--out", str(tmp_path / "r")]) == 2
+    assert f"Data path {odd} does not exist" in capsys.readouterr().err
+
+
 def test_user_errors_give_one_clear_message(tmp_path, capsys, weights_file):
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err

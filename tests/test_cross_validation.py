@@ -23,13 +23,14 @@ def test_cv_runs_every_fold_then_resumes_without_redoing_any(tmp_path, weights_f
     assert [r["stage"] for r in summary] == ["transfer", "decision"] and summary[0]["folds"] == "3"
     assert "±" in (out / "cv_summary.md").read_text()
 
-    # An interruption: fold 1 never finished. Only that fold runs again.
-    (out / "fold_1" / "stage_table.csv").unlink()
+    # An interruption: fold 1 was killed before its run folder was complete. Only it runs again.
+    (out / "fold_1" / "fold_complete").unlink()
+    (out / "fold_1" / "report.html").unlink()
     ran = []
     cfg = load_config(overrides=[f"data.path={data}", f"model.weights={weights_file}", *FAST,
                                  "transfer.epochs=2", "finetune.enabled=false"])
-    cross_validate(cfg, out, 3, lambda c, run_dir: ran.append(run_dir) or train(c, run_dir))
-    assert ran == [out / "fold_1"]
+    cross_validate(cfg, out, 3, lambda c, run_dir, overwrite: ran.append(run_dir) or train(c, run_dir, overwrite))
+    assert ran == [out / "fold_1"] and (out / "fold_1" / "report.html").is_file()
 
 
 def test_cv_needs_enough_images_per_class(tmp_path, capsys):

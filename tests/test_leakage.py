@@ -39,19 +39,27 @@ def leaky(tmp_path):
 
 def test_identical_and_near_duplicate_images_are_reported(leaky, tmp_path, capsys):
     prepare(DataConfig(path=str(leaky), image_size=32, num_workers=0), tmp_path)
-    assert "2 val/test image(s) are also in train" in capsys.readouterr().out
+    assert "2 val/test image(s) are also in an earlier split" in capsys.readouterr().out
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(tmp_path / "leakage.csv"))}
     assert set(rows) == {"copy.png", "reencoded.jpg"}
-    assert rows["copy.png"]["kind"] == "identical file" and rows["copy.png"]["train_path"].endswith("a/0.png")
-    assert rows["reencoded.jpg"]["kind"] == "near-duplicate" and rows["reencoded.jpg"]["train_path"].endswith("b/1.png")
+    copy, reencoded = rows["copy.png"], rows["reencoded.jpg"]
+    assert copy["kind"] == "identical file" and copy["other_path"].endswith("train/a/0.png")
+    assert reencoded["kind"] == "near-duplicate" and reencoded["other_path"].endswith("train/b/1.png")
 
 
 def test_leakage_can_fail_the_run_or_be_switched_off(leaky, tmp_path, capsys):
-    with pytest.raises(DataError, match="also in train.*data.leakage=warn"):
+    with pytest.raises(DataError, match="also in an earlier split.*data.leakage=warn"):
         prepare(DataConfig(path=str(leaky), image_size=32, num_workers=0, leakage="fail"), tmp_path)
     (tmp_path / "off").mkdir()
     prepare(DataConfig(path=str(leaky), image_size=32, num_workers=0, leakage="off"), tmp_path / "off")
-    assert "also in train" not in capsys.readouterr().out
+    assert "earlier split" not in capsys.readouterr().out
+
+
+def test_a_test_image_that_is_also_in_val_is_reported(leaky, tmp_path):
+    shutil.copy(leaky / "val" / "b" / "2.png", leaky / "test" / "b" / "from_val.png")
+    prepare(DataConfig(path=str(leaky), image_size=32, num_workers=0), tmp_path)
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(tmp_path / "leakage.csv"))}
+    assert rows["from_val.png"]["other_split"] == "val" and rows["from_val.png"]["kind"] == "identical file"
 
 
 def test_clean_data_passes_silently(leaky, tmp_path, capsys):

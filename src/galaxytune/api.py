@@ -12,18 +12,21 @@ from galaxytune.training.pipeline import TrainResult
 from galaxytune.training.pipeline import train as _train_pipeline
 
 
-def train(config: Config | dict[str, Any] | str | Path, out_dir: str | Path | None = None) -> TrainResult:
+def train(
+    config: Config | dict[str, Any] | str | Path, out_dir: str | Path | None = None, overwrite: bool = False
+) -> TrainResult:
     """Train with ``config`` (a Config, a nested dict, or a YAML file) into ``out_dir``.
 
-    ``out_dir`` defaults to ``runs/<date-time>``. The result holds the model, the decision
-    rule, the stage table and the run folder.
+    ``out_dir`` defaults to ``runs/<date-time>``; a folder that already holds a run is replaced
+    only with ``overwrite``. The result holds the model, the decision rule, the stage table and
+    the run folder.
     """
     if isinstance(config, (str, Path)):
         config = load_config(config)
     elif isinstance(config, dict):
         config = load_config(base=config)
     out = Path(out_dir) if out_dir is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    return _train_pipeline(config, out)
+    return _train_pipeline(config, out, overwrite)
 
 
 def load(run_dir: str | Path) -> Predictor:

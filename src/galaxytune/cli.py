@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run the staged recipe on labelled images")
     p.add_argument("--data", required=True, help="image folder (train/, val/, test/) or CSV catalog")
     p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--model", help="timm model name (model.name)")
     p.add_argument("--weights", help="'hub', 'none' or a local weights file (model.weights)")
@@ -67,18 +68,18 @@ def _config(args):
     """The config from --config, the shortcut flags and the key=value overrides (in that order)."""
     from galaxytune.config import load_config
 
-    overrides = [f"data.path={args.data}"]
-    for flag, key in (("model", "model.name"), ("weights", "model.weights"),
-                      ("path_column", "data.path_column"), ("label_column", "data.label_column")):
+    flags = {"data": {"path": args.data}, "model": {}}
+    for flag, section, key in (("model", "model", "name"), ("weights", "model", "weights"),
+                               ("path_column", "data", "path_column"), ("label_column", "data", "label_column")):
         if getattr(args, flag):
-            overrides.append(f"{key}={getattr(args, flag)}")
-    return load_config(args.config, overrides + list(args.overrides))
+            flags[section][key] = getattr(args, flag)
+    return load_config(args.config, list(args.overrides), flags=flags)
 
 
 def _train(args) -> None:
     from galaxytune.training.pipeline import train
 
-    result = train(_config(args), args.out)
+    result = train(_config(args), args.out, args.overwrite)
     print(f"Run folder: {result.run_dir}")
 
 

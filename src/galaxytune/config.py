@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 import yaml
 
 from galaxytune.errors import ConfigError
+from galaxytune.files import write_text
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
@@ -126,7 +127,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def validate(self) -> None:
         for key, value, allowed in [
@@ -136,6 +137,8 @@ class Config:
             ("finetune.batchnorm", self.finetune.batchnorm, ("frozen", "train")),
             ("data.cache_images", self.data.cache_images, ("auto", "yes", "no")),
             ("data.leakage", self.data.leakage, ("warn", "fail", "off")),
+            # Pure half precision would leave the model in half; mixed precision keeps float32 weights.
+            ("trainer.precision", str(self.trainer.precision), ("32-true", "32", "16-mixed", "bf16-mixed")),
         ]:
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
@@ -143,6 +146,24 @@ class Config:
             raise ConfigError(f"data.center_crop={self.data.center_crop} must be in (0, 1].")
         if self.data.image_size < 16:
             raise ConfigError(f"data.image_size={self.data.image_size} is too small (>= 16).")
+        for key, value in [
+            ("transfer.epochs", self.transfer.epochs), ("transfer.batch_size", self.transfer.batch_size),
+            ("finetune.epochs", self.finetune.epochs), ("finetune.batch_size", self.finetune.batch_size),
+            ("finetune.lora_rank", self.finetune.lora_rank), ("transfer.patience", self.transfer.patience),
+            ("finetune.patience", self.finetune.patience),
+        ]:
+            if value < 1:
+                raise ConfigError(f"{key}={value} must be 1 or more.")
+        for key, value in [("data.val_fraction", self.data.val_fraction),
+                           ("data.test_fraction", self.data.test_fraction)]:
+            if not 0 < value < 0.5:
+                raise ConfigError(f"{key}={value} must be between 0 and 0.5.")
+        for key in ("mean", "std"):
+            value = getattr(self.model, key)
+            if value is not None and (
+                not isinstance(value, list) or len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)
+            ):
+                raise ConfigError(f"model.{key}={value!r} must be three numbers, e.g. [0.5, 0.5, 0.5].")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
@@ -180,6 +201,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"Config key '{key}' must be {kind}, not {value!r}.")
         return hint(number)
     if hint is str and not isinstance(value, str):
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"Config key '{key}' must be a single value, not {value!r}.")
         return str(value)
     return value
 
@@ -199,7 +222,10 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"Override '{text}' must look like section.key=value.")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"Override '{text}': the value is not valid YAML; quote it.") from None
     nested: dict[str, Any] = {}
     node = nested
     parts = key.strip().split(".")
@@ -213,8 +239,10 @@ def load_config(
     file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
 ) -> Config:
-    """Defaults, then ``base``, then the YAML ``file``, then ``overrides`` (later wins)."""
+    """Defaults, then ``base``, then the YAML ``file``, then ``flags`` (literal values, e.g. paths
+    from command-line options: never parsed as YAML), then ``overrides`` (later wins)."""
     values: dict[str, Any] = dict(base or {})
     if file is not None:
         path = Path(file)
@@ -227,6 +255,7 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of sections.")
         values = _merge(values, loaded)
+    values = _merge(values, flags or {})
     for text in overrides:
         values = _merge(values, parse_override(text))
     config = _build(Config, values, "")

@@ -48,12 +48,13 @@ def run_demo(
     workers: int = 2,
 ) -> TrainResult:
     data = generate(data_dir or default_data_dir(), SyntheticSpec(n_per_class=n_per_class), workers=workers)
-    settings = [f"data.path={data / 'labels.csv'}", f"model.weights={weights}", *overrides]
-    cfg = load_config(overrides=settings, base=DEMO_SETTINGS)
+    flags = {"data": {"path": str(data / "labels.csv")}, "model": {"weights": weights}}
+    cfg = load_config(overrides=overrides, base=DEMO_SETTINGS, flags=flags)
     if cfg.model.weights == "hub" and not hub_reachable(cfg.model.name):
         print(
             f"No pretrained {cfg.model.name} weights could be fetched (offline?): the demo trains a ResNet-18 "
             "from random weights instead, every layer trainable. Pass --weights FILE for real transfer learning."
         )
-        cfg = load_config(overrides=[*settings, *FROM_SCRATCH, *overrides], base=DEMO_SETTINGS)
-    return train(cfg, out)
+        cfg = load_config(overrides=[*FROM_SCRATCH, *overrides], base=DEMO_SETTINGS, flags=flags)
+    # The demo's run folder is replaced on every run.
+    return train(cfg, out, overwrite=True)

@@ -8,7 +8,6 @@ training image inflates every number in the stage table.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.fft import dctn
+
+from galaxytune.files import write_csv
 
 HASH_SIDE = 16
 HASH_BYTES = HASH_SIDE * HASH_SIDE // 8
@@ -52,35 +53,43 @@ def file_hash(path: Path) -> str:
 class Overlap:
     split: str
     path: Path
-    train_path: Path
+    other_split: str
+    other_path: Path
     kind: str
     """'identical file' or 'near-duplicate'."""
     distance: int
     """Hamming distance of the perceptual hashes (0..256)."""
 
 
+# Val chooses checkpoints and the decision rule, so test must be clean of val images too.
+PAIRS = (("val", "train"), ("test", "train"), ("test", "val"))
+
+
 def find_overlaps(
     paths: dict[str, list[Path]], hashes: dict[str, np.ndarray], max_distance: int
 ) -> list[Overlap]:
-    """Val/test images identical or perceptually within ``max_distance`` bits of a train image."""
-    train_files = {}
-    for p in paths["train"]:
-        train_files.setdefault(file_hash(p), p)
-    found = []
-    for split in ("val", "test"):
-        for path, bits in zip(paths[split], hashes[split]):
-            twin = train_files.get(file_hash(path))
-            distance = hash_distance(hashes["train"], bits)
+    """Images of val (test) identical or perceptually within ``max_distance`` bits of one in
+    train (train or val). Each image is reported once, against its first match."""
+    digests = {split: [file_hash(p) for p in ps] for split, ps in paths.items()}
+    found, seen = [], set()
+    for split, other in PAIRS:
+        index = dict(zip(digests[other], paths[other]))
+        for path, digest, bits in zip(paths[split], digests[split], hashes[split]):
+            if path in seen:
+                continue
+            distance = hash_distance(hashes[other], bits)
             nearest = int(distance.argmin()) if len(distance) else -1
-            if twin is not None:
-                found.append(Overlap(split, path, twin, "identical file", 0))
+            if digest in index:
+                found.append(Overlap(split, path, other, index[digest], "identical file", 0))
             elif nearest >= 0 and distance[nearest] <= max_distance:
-                found.append(Overlap(split, path, paths["train"][nearest], "near-duplicate", int(distance[nearest])))
+                twin, gap = paths[other][nearest], int(distance[nearest])
+                found.append(Overlap(split, path, other, twin, "near-duplicate", gap))
+            else:
+                continue
+            seen.add(path)
     return found
 
 
 def write_overlaps(overlaps: list[Overlap], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["split", "path", "train_path", "kind", "hash_distance"])
-        writer.writerows((o.split, str(o.path), str(o.train_path), o.kind, o.distance) for o in overlaps)
+    rows = ((o.split, str(o.path), o.other_split, str(o.other_path), o.kind, o.distance) for o in overlaps)
+    write_csv(path, ["split", "path", "other_split", "other_path", "kind", "hash_distance"], rows)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from galaxytune.data.leakage import find_overlaps, write_overlaps
 from galaxytune.data.sources import SPLITS, Sample, find_labelled
 from galaxytune.data.splits import make_splits, write_splits
 from galaxytune.errors import DataError
+from galaxytune.files import write_csv
 
 
 @dataclass
@@ -29,16 +29,13 @@ def want_cache(cfg: DataConfig, n_images: int) -> bool:
 
 
 def write_unreadable(bad: list[tuple[Path, str]], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "error"])
-        writer.writerows((str(p), err) for p, err in bad)
+    write_csv(path, ["path", "error"], ((str(p), err) for p, err in bad))
 
 
 def guard_leakage(
     splits: dict[str, list[Sample]], hashes, row: dict[Path, int], cfg: DataConfig, run_dir: Path | None
 ) -> None:
-    """Report val/test images that are also in train; stop the run if configured to."""
+    """Report val/test images also in train, and test images also in val; stop the run if configured to."""
     paths = {split: [s.path for s in samples] for split, samples in splits.items()}
     split_hashes = {split: hashes[[row[p] for p in ps]] for split, ps in paths.items()}
     overlaps = find_overlaps(paths, split_hashes, cfg.leakage_max_distance)
@@ -50,8 +47,9 @@ def guard_leakage(
         where = f"; all are listed in {run_dir / 'leakage.csv'}"
     first = overlaps[0]
     message = (
-        f"{len(overlaps)} val/test image(s) are also in train, e.g. {first.path} ({first.kind} of "
-        f"{first.train_path}){where}. Remove the duplicates so that test measures unseen galaxies"
+        f"{len(overlaps)} val/test image(s) are also in an earlier split, e.g. {first.path} ({first.kind} of "
+        f"{first.other_split} image {first.other_path}){where}. Remove the duplicates so that test measures "
+        "unseen galaxies"
     )
     if cfg.leakage == "fail":
         raise DataError(message + ", or set data.leakage=warn.")

@@ -6,7 +6,6 @@ and a later evaluation can check it never saw training images.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from sklearn.model_selection import train_test_split
 
 from galaxytune.data.sources import SPLITS, Sample
 from galaxytune.errors import DataError
+from galaxytune.files import write_csv
 
 
 def _carve(samples: list[Sample], fraction: float, seed: int, name: str) -> tuple[list, list]:
@@ -70,9 +70,5 @@ def check_labels(splits: dict[str, list[Sample]]) -> None:
 
 
 def write_splits(splits: dict[str, list[Sample]], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "split"])
-        for split in SPLITS:
-            for s in splits.get(split, []):
-                writer.writerow([str(s.path), s.label, split])
+    rows = ((str(s.path), s.label, split) for split in SPLITS for s in splits.get(split, []))
+    write_csv(path, ["path", "label", "split"], rows)

@@ -2,7 +2,7 @@
 
 All labelled images are pooled and cut into K stratified folds. Fold i is the test set of run
 i; the rest is split into train and val as usual. Each fold is an ordinary run folder (with
-its catalog in ``folds.csv``), run one after the other; a fold whose stage table exists is
+its catalog in ``folds.csv``), run one after the other; a fold marked complete is
 done, so an interrupted CV resumes where it stopped.
 """
 
@@ -21,6 +21,7 @@ from galaxytune.errors import DataError
 from galaxytune.files import write_text
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+DONE = "fold_complete"  # written after the fold's run has written everything
 
 
 def write_fold_catalogs(cfg: Config, out: Path, folds: int) -> list[Path]:
@@ -86,12 +87,12 @@ def summarise(out: Path, folds: int) -> list[dict]:
 
 
 def cross_validate(cfg: Config, out_dir: str | Path, folds: int, train_fn) -> list[dict]:
-    """Run ``train_fn(config, run_dir)`` on each fold not yet done, then summarise."""
+    """Run ``train_fn(config, run_dir, overwrite=True)`` on each fold not yet done, then summarise."""
     if folds < 2:
         raise DataError("Cross-validation needs --folds 2 or more.")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    done = [(out / f"fold_{i}" / "stage_table.csv").is_file() for i in range(folds)]
+    done = [(out / f"fold_{i}" / DONE).is_file() for i in range(folds)]
     catalogs = (
         [out / f"fold_{i}" / "folds.csv" for i in range(folds)] if any(done) else write_fold_catalogs(cfg, out, folds)
     )
@@ -100,5 +101,7 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: int, train_fn) -> li
             print(f"fold {i + 1}/{folds}: done earlier, kept")
             continue
         print(f"fold {i + 1}/{folds}")
-        train_fn(fold_config(cfg, catalog), out / f"fold_{i}")
+        # A fold interrupted half-way is run again from the start.
+        train_fn(fold_config(cfg, catalog), out / f"fold_{i}", overwrite=True)
+        write_text(out / f"fold_{i}" / DONE, "")
     return summarise(out, folds)

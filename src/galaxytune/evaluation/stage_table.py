@@ -3,15 +3,13 @@ bootstrap intervals on test, and the paired-bootstrap gain of each stage over th
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
 from galaxytune.evaluation.bootstrap import bootstrap_intervals, paired_bootstrap
 from galaxytune.evaluation.metrics import classification_metrics
-from galaxytune.files import write_text
+from galaxytune.files import write_dict_csv, write_text
 
 COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 SHORT = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "macro_f1": "macro_f1", "ece": "ece"}
@@ -71,16 +69,8 @@ def format_table(rows: list[dict], gains: list[dict] = ()) -> str:
     return "\n".join(lines)
 
 
-def _csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def write_table(rows: list[dict], gains: list[dict], run_dir: Path) -> None:
-    write_text(run_dir / "stage_table.csv", _csv_text(rows))
+    write_dict_csv(run_dir / "stage_table.csv", rows)
     if gains:
-        write_text(run_dir / "stage_gains.csv", _csv_text(gains))
+        write_dict_csv(run_dir / "stage_gains.csv", gains)
     write_text(run_dir / "stage_table.md", format_table(rows, gains) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         with atomic_path(Path(path)) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def is_main_process() -> bool:
+    """Global rank 0, known before any Trainer exists. Lightning's launcher sets LOCAL_RANK for the
+    processes it starts; every node of a multi-node run is started with NODE_RANK (or RANK)."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if name in os.environ:
+            return int(os.environ[name]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
 def quiet_lightning() -> None:

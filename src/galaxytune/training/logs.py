@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
-from galaxytune.files import write_text
+from galaxytune.files import write_csv
 
 FIELDS = ("stage", "epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr")
 
@@ -26,9 +25,5 @@ def merge_epoch_logs(run_dir: Path, stages: tuple[str, ...] = ("transfer", "fine
                 row = by_epoch.setdefault(int(raw["epoch"]), {"stage": stage, "epoch": int(raw["epoch"])})
                 row.update({k: v for k, v in raw.items() if k in FIELDS[2:] and v != ""})
         rows += [by_epoch[e] for e in sorted(by_epoch)]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(run_dir / "metrics.csv", buffer.getvalue())
+    write_csv(run_dir / "metrics.csv", list(FIELDS), ([row.get(k, "") for k in FIELDS] for row in rows))
     return rows

@@ -29,8 +29,7 @@ class ClassifierModule(L.LightningModule):
         net: nn.Module,
         num_classes: int,
         param_groups: list[dict],
-        total_steps: int,
-        warmup_steps: int = 0,
+        warmup_fraction: float = 0.0,
         label_smoothing: float = 0.0,
         augment: bool = False,
         batchnorm: str = "frozen",
@@ -38,7 +37,7 @@ class ClassifierModule(L.LightningModule):
         super().__init__()
         self.net = net
         self.param_groups = param_groups
-        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.warmup_fraction = warmup_fraction
         self.augment, self.batchnorm = augment, batchnorm
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         metrics = MetricCollection(
@@ -79,7 +78,8 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.param_groups)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, self.warmup_steps, self.total_steps)
-        )
+        # The steps this process will take: per-process batches under DDP, last batch dropped.
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = round(self.warmup_fraction * total)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

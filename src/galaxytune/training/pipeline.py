@@ -6,7 +6,7 @@ Each stage starts from the best weights of the stage before. Validation chooses 
 
 from __future__ import annotations
 
-import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +14,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -25,15 +24,23 @@ from galaxytune.decision import DecisionRule, fit_decision_rule
 from galaxytune.errors import ConfigError
 from galaxytune.evaluation.metrics import score
 from galaxytune.evaluation.stage_table import format_table, stage_gains, stage_row, write_table
+from galaxytune.files import atomic_path
 from galaxytune.inference.predict import run_batches
 from galaxytune.inference.saved import ModelInfo, save_model
 from galaxytune.models.backbone import GalaxyClassifier, create_classifier
 from galaxytune.models.freezing import optimizer_groups, set_trainable
 from galaxytune.models.lora import add_lora, merge, save_adapter
 from galaxytune.report.html import write_run_report
-from galaxytune.training.fit import fit
+from galaxytune.training.fit import fit, is_main_process
 from galaxytune.training.logs import merge_epoch_logs
 from galaxytune.training.module import ClassifierModule
+
+# Everything a run writes: cleared before a run replaces another in the same folder.
+RUN_OUTPUTS = (
+    "config.yaml", "splits.csv", "metrics.csv", "stage_table.csv", "stage_table.md", "stage_gains.csv",
+    "stage_outputs.npz", "report.html", "leakage.csv", "unreadable_images.csv", "logs", "checkpoints",
+    "models", "plots",
+)
 
 
 @dataclass
@@ -87,11 +94,8 @@ def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Pa
     head = nn.Sequential(nn.Dropout(cfg.model.drop_rate), net.head)
     train = TensorDataset(feats["train"], data.sets["train"].targets)
     val = TensorDataset(feats["val"], data.sets["val"].targets)
-    steps = math.ceil(len(train) / tc.batch_size) * tc.epochs
     module = ClassifierModule(
-        head, len(data.classes),
-        [{"params": list(head.parameters()), "lr": tc.lr, "weight_decay": tc.weight_decay}],
-        total_steps=steps,
+        head, len(data.classes), [{"params": list(head.parameters()), "lr": tc.lr, "weight_decay": tc.weight_decay}]
     )
     fit(module, _loader(train, tc.batch_size, True, 0), _loader(val, 1024, False, 0),
         run_dir, "transfer", tc.epochs, tc.patience, cfg.trainer)
@@ -131,10 +135,8 @@ def run_finetune(
     n_trainable = sum(p.numel() for g in groups for p in g["params"])
     print(f"finetune ({fc.method}): {n_trainable:,} of {total:,} parameters trainable")
     train_set, val_set = data.sets["train"], data.sets["val"]
-    steps_per_epoch = max(1, len(train_set) // fc.batch_size)
     module = ClassifierModule(
-        trained, len(data.classes), groups,
-        total_steps=steps_per_epoch * fc.epochs, warmup_steps=round(fc.warmup_epochs * steps_per_epoch),
+        trained, len(data.classes), groups, warmup_fraction=min(1.0, fc.warmup_epochs / fc.epochs),
         label_smoothing=fc.label_smoothing, augment=fc.augment, batchnorm=fc.batchnorm,
     )
     fit(module,
@@ -142,7 +144,7 @@ def run_finetune(
         _loader(val_set, 128, False, _image_workers(cfg, val_set)),
         run_dir, "finetune", fc.epochs, fc.patience, cfg.trainer)
     if fc.method == "lora":
-        if rank_zero_only.rank == 0:
+        if is_main_process():
             folder = run_dir / "models" / "lora_adapter"
             print(f"finetune: LoRA adapter and head saved in {folder} ({save_adapter(trained, folder) / 1e6:.2f} MB)")
         net = merge(trained)
@@ -169,7 +171,23 @@ def _timed(fn, *args) -> StageOutput:
     return out
 
 
-def train(cfg: Config, out_dir: str | Path) -> TrainResult:
+def clear_run_folder(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder: stale curves or gains would pass for new ones.
+
+    A folder where an earlier attempt stopped before training (bad data, say) is simply reused.
+    """
+    trained = any((run_dir / name).exists() for name in ("checkpoints", "models", "stage_table.csv"))
+    if trained and not overwrite:
+        raise ConfigError(f"{run_dir} already holds a run. Choose another --out, or pass --overwrite to replace it.")
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainResult:
     """Run every enabled stage on ``cfg.data.path`` and write the run folder ``out_dir``.
 
     Under multi-process (DDP) training every process runs this function; only the main one
@@ -177,9 +195,10 @@ def train(cfg: Config, out_dir: str | Path) -> TrainResult:
     """
     if not cfg.transfer.enabled and not (cfg.finetune.enabled and cfg.finetune.method != "head"):
         raise ConfigError("transfer.enabled and finetune.enabled are both off: nothing would be trained.")
-    main = rank_zero_only.rank == 0
+    main = is_main_process()
     run_dir = Path(out_dir).expanduser()
     if main:
+        clear_run_folder(run_dir, overwrite)
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.yaml")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
@@ -227,11 +246,12 @@ def write_outputs(
     save_model(net, info, run_dir / "models")
     write_table(table, gains, run_dir)
     merge_epoch_logs(run_dir)
-    np.savez_compressed(
-        run_dir / "stage_outputs.npz", y_val=data.sets["val"].targets.numpy(), y_test=data.sets["test"].targets.numpy(),
-        val_paths=np.array([str(p) for p in data.sets["val"].paths]),
-        test_paths=np.array([str(p) for p in data.sets["test"].paths]),
-        **{f"{s.name}_{split}": getattr(s, f"{split}_logits") for s in stages for split in ("val", "test")},
-    )
+    with atomic_path(run_dir / "stage_outputs.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(
+            handle, y_val=data.sets["val"].targets.numpy(), y_test=data.sets["test"].targets.numpy(),
+            val_paths=np.array([str(p) for p in data.sets["val"].paths]),
+            test_paths=np.array([str(p) for p in data.sets["test"].paths]),
+            **{f"{s.name}_{split}": getattr(s, f"{split}_logits") for s in stages for split in ("val", "test")},
+        )
     print(format_table(table, gains))
     print(f"Report: {write_run_report(run_dir)}")
