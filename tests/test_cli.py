@@ -86,7 +86,7 @@ def test_csv_catalog_columns_work_for_evaluate_and_predict(trained, tmp_path, ca
     assert len(list(csv.DictReader(open(out)))) == 18
 
 
-def test_train_from_csv_catalog_with_stages_switched_off(tmp_path, weights_file):
+def test_train_from_csv_catalog_with_stages_switched_off(tmp_path, weights_file, capsys):
     write_folder(tmp_path / "img", {"a": 14, "b": 14})
     with open(tmp_path / "cat.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -97,9 +97,17 @@ def test_train_from_csv_catalog_with_stages_switched_off(tmp_path, weights_file)
     code = main(["train", "--data", str(tmp_path / "cat.csv"), "--out", str(run), "--weights", str(weights_file),
                  "--path-column", "file", "--label-column", "cls", *FAST, "finetune.enabled=false"])
     assert code == 0
-    assert [r["stage"] for r in csv.DictReader(open(run / "stage_table.csv"))] == ["transfer", "decision"]
+    table = list(csv.DictReader(open(run / "stage_table.csv")))
+    assert [r["stage"] for r in table] == ["transfer", "decision"]
     splits = {r["split"] for r in csv.DictReader(open(run / "splits.csv"))}
     assert splits == {"train", "val", "test"}
+    # On the run's own data, evaluate scores the carved test split, as the stage table did.
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run), "--data", str(tmp_path / "cat.csv"), "--json",
+                 "--path-column", "file", "--label-column", "cls"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["n"] == int(table[-1]["test_n"])
+    assert metrics["macro_f1"] == pytest.approx(float(table[-1]["test_macro_f1"]), abs=1e-6)
 
 
 def test_a_run_folder_is_never_silently_mixed_with_another(trained, capsys, weights_file):

@@ -108,3 +108,12 @@ def test_greyscale_16bit_and_non_square_images_become_rgb_squares(tmp_path):
     assert out16.max() > 200 and out16.min() < 60
     # The centre crop keeps the middle of the wide image: the left/right extremes are cut.
     assert out[0, 12, 0] > grey[20, 0] and out[0, 12, -1] < grey[20, -1]
+
+
+def test_csv_with_byte_order_mark_and_non_utf8_csv(tmp_path):
+    write_folder(tmp_path / "img", {"x": 2})
+    (tmp_path / "bom.csv").write_text("filename,label\nimg/x/x_0.png,x\n", encoding="utf-8-sig")
+    assert len(find_labelled(tmp_path / "bom.csv", "filename", "label")["train"]) == 1
+    (tmp_path / "latin.csv").write_bytes("filename,label\nimg/x/x_0.png,galáxia\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin.csv is not a readable UTF-8 CSV"):
+        find_labelled(tmp_path / "latin.csv", "filename", "label")

@@ -88,3 +88,12 @@ def test_frozen_batchnorm_keeps_statistics_in_train_mode():
     before = last_bn.running_mean.clone()
     net(torch.rand(4, 3, 32, 32))
     assert torch.equal(before, last_bn.running_mean)
+
+
+def test_corrupt_weights_and_bad_kwargs_are_model_errors(tmp_path):
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelError, match="w.safetensors"):
+        create_classifier("mobilenetv1_100", 2, weights=str(bad))
+    with pytest.raises(ModelError, match="pad_typ"):
+        create_classifier("mobilenetv1_100", 2, weights="none", kwargs={"pad_typ": "same"})

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a trained model on a labelled set")
     p.add_argument("--model", required=True, help="run folder of a trained model")
     p.add_argument("--data", required=True, help="image folder or CSV catalog with labels")
-    p.add_argument("--split", default="all", choices=["all", "train", "val", "test"])
+    p.add_argument("--split", choices=["all", "train", "val", "test"],
+                   help="default: the run's test split on its own data, else every labelled image")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--tta", action="store_true", help="average over the 8 rotations and flips")
     p.add_argument("--report", help="folder for report.html (default: MODEL/evaluation-<data>-<split>)")
@@ -98,31 +99,30 @@ def _evaluate(args) -> None:
 
     predictor = Predictor.load(args.model)
     result = evaluate(
-        predictor, args.data, args.split, args.path_column or "filename", args.label_column or "label", args.tta
+        predictor, args.data, args.split, args.path_column or "filename", args.label_column or "label", args.tta,
+        run_dir=Path(args.model),
     )
-    folder = Path(args.report or Path(args.model) / f"evaluation-{Path(args.data).stem}-{args.split}")
+    folder = Path(args.report or Path(args.model) / f"evaluation-{Path(args.data).stem}-{args.split or 'default'}")
     report = write_evaluation_report(
         folder, predictor.classes, result.y_true, result.predictions.probabilities, result.predictions.paths,
-        title=f"{args.model} on {args.data} ({args.split})",
+        title=f"{args.model} on {args.data} ({args.split or 'default split'})",
     )
-    if not args.json:
-        print(f"Report: {report}")
     if args.json:
         print(json.dumps(result.metrics))
     else:
+        print(f"Report: {report}")
         for key, value in result.metrics.items():
             print(f"{key:>18}: {value:.4f}" if isinstance(value, float) else f"{key:>18}: {value}")
 
 
 def _predict(args) -> None:
-    from galaxytune.data.sources import read_catalog
+    from galaxytune.data.sources import catalog_paths
     from galaxytune.inference.predict import Predictor
 
     images: list[str | Path] = []
     for item in args.images:
         if item.lower().endswith(".csv") and Path(item).is_file():
-            column = args.path_column or "filename"
-            images += [Path(item).parent / row[column] for row in read_catalog(Path(item), column, None)]
+            images += catalog_paths(Path(item), args.path_column or "filename")
         else:
             images.append(item)
     predictions = Predictor.load(args.model).predict(images, tta=args.tta)

@@ -63,17 +63,32 @@ def _from_folders(root: Path) -> dict[str, list[Sample]]:
 
 def read_catalog(csv_path: Path, path_column: str, label_column: str | None) -> list[dict]:
     """Rows of a CSV catalog, checking the named columns exist."""
-    with open(csv_path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        wanted = [c for c in (path_column, label_column) if c is not None]
-        for column in wanted:
-            if column not in columns:
-                raise DataError(
-                    f"{csv_path} has no column '{column}'. Its columns start: "
-                    f"{', '.join(columns[:12])}. Choose with --path-column / --label-column."
-                )
-        return list(reader)
+    # utf-8-sig: spreadsheet programs often start a CSV with a byte-order mark.
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path} is not a readable UTF-8 CSV file ({exc}). Save it as UTF-8 CSV.") from None
+    for column in (c for c in (path_column, label_column) if c is not None):
+        if column not in columns:
+            raise DataError(
+                f"{csv_path} has no column '{column}'. Its columns start: "
+                f"{', '.join(columns[:12])}. Choose with --path-column / --label-column."
+            )
+    return rows
+
+
+def catalog_paths(csv_path: Path, path_column: str) -> list[Path]:
+    """The image paths a catalog lists (relative to its folder), for prediction."""
+    paths = []
+    for line, row in enumerate(read_catalog(csv_path, path_column, None), start=2):
+        rel = (row[path_column] or "").strip()
+        if not rel:
+            raise DataError(f"{csv_path} line {line}: empty '{path_column}'.")
+        paths.append(csv_path.parent / rel)
+    return paths
 
 
 def _from_csv(csv_path: Path, path_column: str, label_column: str) -> dict[str, list[Sample]]:

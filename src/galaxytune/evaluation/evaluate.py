@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import yaml
 
-from galaxytune.data.sources import SPLITS, find_labelled
+from galaxytune.data.sources import SPLITS, Sample, find_labelled
 from galaxytune.errors import DataError
 from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.inference.predict import Predictions, Predictor
@@ -19,11 +22,40 @@ class Evaluation:
     predictions: Predictions
 
 
+def run_splits(run_dir: Path, data: str) -> dict[str, list[Sample]] | None:
+    """The splits a run used, when ``data`` is the data that run was trained on."""
+    if not (run_dir / "splits.csv").is_file() or not (run_dir / "config.yaml").is_file():
+        return None
+    trained_on = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["path"]
+    if Path(trained_on).expanduser().resolve() != Path(data).expanduser().resolve():
+        return None
+    found: dict[str, list[Sample]] = {}
+    with open(run_dir / "splits.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            found.setdefault(row["split"], []).append(Sample(Path(row["path"]), row["label"]))
+    return found
+
+
 def evaluate(
-    predictor: Predictor, data: str, split: str = "all", path_column: str = "filename",
-    label_column: str = "label", tta: bool = False,
+    predictor: Predictor, data: str, split: str | None = None, path_column: str = "filename",
+    label_column: str = "label", tta: bool = False, run_dir: Path | None = None,
 ) -> Evaluation:
-    found = find_labelled(data, path_column, label_column)
+    """Metrics of ``predictor`` on the labelled set ``data``.
+
+    On the data its run (``run_dir``) was trained on, the splits are the run's own
+    (``splits.csv``) and ``split`` defaults to its test split: carved val/test splits exist
+    only there, and scoring training images would flatter the model. Elsewhere ``split``
+    defaults to every labelled image found.
+    """
+    found = run_splits(run_dir, data) if run_dir is not None else None
+    if found is not None:
+        split = split or "test"
+        print(f"{data} is the run's own data: using its {split} split from splits.csv.")
+        if split in ("all", "train", "val"):
+            print(f"Warning: the model was trained or tuned on {'some of ' if split == 'all' else ''}these images.")
+    else:
+        found = find_labelled(data, path_column, label_column)
+        split = split or "all"
     wanted = SPLITS if split == "all" else (split,)
     samples = [s for name in wanted for s in found.get(name, [])]
     if not samples:

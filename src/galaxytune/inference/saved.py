@@ -59,10 +59,16 @@ def model_folder(path: str | Path) -> Path:
 
 def load_model(path: str | Path) -> tuple[GalaxyClassifier, ModelInfo]:
     folder = model_folder(path)
-    info = ModelInfo(**json.loads((folder / META).read_text()))
+    try:
+        info = ModelInfo(**json.loads((folder / META).read_text()))
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{folder / META} is not a galaxytune model description ({exc}).") from None
     net = create_classifier(
         info.architecture, len(info.classes), weights="none", mean=info.mean, std=info.std,
         kwargs=info.create_kwargs,
     )
-    net.load_state_dict(load_file(str(folder / WEIGHTS)))
+    try:
+        net.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except Exception as exc:  # truncated file, or weights of another architecture
+        raise ModelError(f"{folder / WEIGHTS} does not hold weights for {META}'s model: {exc}") from None
     return net.eval(), info

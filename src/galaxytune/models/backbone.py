@@ -74,17 +74,19 @@ def create_classifier(
         options["pretrained_cfg_overlay"] = dict(file=str(path))
     try:
         backbone = timm.create_model(name, pretrained=weights != "none", **options)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        source = "timm's hub" if weights == "hub" else weights
-        raise ModelError(
-            f"Could not load pretrained weights for {name} from {source}: {exc}\n"
-            "Offline? Pass a local file with --weights PATH (safetensors or a state dict), "
-            "or model.weights=none to start from random weights."
-        ) from None
+    except TypeError as exc:  # an argument the architecture does not take
+        raise ModelError(f"timm model {name} rejects model.kwargs={kwargs}: {exc}") from None
     except OSError as exc:  # no network, hub unreachable
         raise ModelError(
             f"Could not download {name} weights from timm's hub ({exc}). "
             "Offline? Pass a local file with --weights PATH."
+        ) from None
+    except Exception as exc:  # shape mismatch, corrupt file, unreadable checkpoint...
+        source = "timm's hub" if weights == "hub" else weights
+        raise ModelError(
+            f"Could not load pretrained weights for {name} from {source}: {type(exc).__name__}: {exc}\n"
+            "Offline? Pass a local file with --weights PATH (safetensors or a state dict), "
+            "or model.weights=none to start from random weights."
         ) from None
     head = backbone.get_classifier()
     if isinstance(head, nn.Linear):
