@@ -33,12 +33,15 @@ def test_every_class_is_drawn_in_colour_and_deterministically(tmp_path):
 
 def test_other_seed_gives_other_images_and_cache_is_reused(tmp_path):
     generate(tmp_path / "a", SyntheticSpec(n_per_class=1, image_size=32, seed=0), workers=1)
-    first = sorted((tmp_path / "a").rglob("*.png"))[0]
+    first = tmp_path / "a" / "test" / CLASSES[0] / "000000.png"
     stamp = first.stat().st_mtime_ns
     generate(tmp_path / "a", SyntheticSpec(n_per_class=1, image_size=32, seed=0), workers=1)
     assert first.stat().st_mtime_ns == stamp  # same spec: nothing redrawn
+    # Image 0 under seed 0 is the file; under seed 1 the same index and class is another galaxy.
+    same = synthetic._draw_one(0, CLASSES[0], SyntheticSpec(image_size=32, seed=0))
     other = synthetic._draw_one(0, CLASSES[0], SyntheticSpec(image_size=32, seed=1))
-    assert not np.array_equal(other, np.asarray(Image.open(first)))
+    stored = np.asarray(Image.open(tmp_path / "a" / "test" / CLASSES[0] / "000000.png"))
+    assert np.array_equal(same, stored) and not np.array_equal(other, stored)
 
 
 def test_missing_galsim_says_how_to_install(monkeypatch):

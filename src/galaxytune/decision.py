@@ -55,14 +55,14 @@ def fit_offsets(
     grid = np.linspace(-max_offset, max_offset, steps)
     grid = grid[np.argsort(np.abs(grid), kind="stable")]
     offsets = np.zeros(k)
-    best = score(y, (logits + offsets).argmax(1), metric, k)
+    best = score(y, (logits + offsets).argmax(1), metric)
     for _ in range(rounds):
         changed = False
         for c in range(k):
             for value in grid:
                 trial = offsets.copy()
                 trial[c] = value
-                s = score(y, (logits + trial).argmax(1), metric, k)
+                s = score(y, (logits + trial).argmax(1), metric)
                 if s > best + 1e-12:
                     best, offsets, changed = s, trial, True
         if not changed:

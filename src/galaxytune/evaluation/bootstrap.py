@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from galaxytune.evaluation.metrics import expected_calibration_error
+from galaxytune.evaluation.metrics import METRIC_NAMES, expected_calibration_error
 
-CI_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+CI_METRICS = METRIC_NAMES
 
 
 def _scores(y: np.ndarray, probs: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:

@@ -18,9 +18,9 @@ from sklearn.model_selection import StratifiedKFold
 from galaxytune.config import Config
 from galaxytune.data.sources import SPLITS, find_labelled
 from galaxytune.errors import DataError
-from galaxytune.files import write_text
+from galaxytune.evaluation.metrics import METRIC_NAMES as METRICS
+from galaxytune.files import write_csv, write_dict_csv, write_text
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 DONE = "fold_complete"  # written after the fold's run has written everything
 
 
@@ -44,11 +44,8 @@ def write_fold_catalogs(cfg: Config, out: Path, folds: int) -> list[Path]:
             val.update(members[: max(1, round(cfg.data.val_fraction * len(members)))].tolist())
         split_of = {int(j): "test" for j in test} | {int(j): "val" if j in val else "train" for j in rest}
         path = out / f"fold_{i}" / "folds.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["filename", "label", "split"])
-            writer.writerows((str(s.path.resolve()), s.label, split_of[j]) for j, s in enumerate(samples))
+        rows = ((str(s.path.resolve()), s.label, split_of[j]) for j, s in enumerate(samples))
+        write_csv(path, ["filename", "label", "split"], rows)
         catalogs.append(path)
     return catalogs
 
@@ -78,10 +75,7 @@ def summarise(out: Path, folds: int) -> list[dict]:
         lines.append(f"| {e['stage']} | {e['folds']} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n\nmean ± standard deviation over folds; each fold's test set is unseen by its run\n"
     write_text(out / "cv_summary.md", text)
-    with open(out / "cv_summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    write_dict_csv(out / "cv_summary.csv", summary)
     print(text)
     return summary
 

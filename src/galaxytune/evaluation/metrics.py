@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+from galaxytune.config import METRICS
+
+# The choosable metrics (config), plus calibration error.
+METRIC_NAMES = (*METRICS, "ece")
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
@@ -22,7 +25,7 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
     return float(ece)
 
 
-def score(y_true: np.ndarray, y_pred: np.ndarray, metric: str, num_classes: int) -> float:
+def score(y_true: np.ndarray, y_pred: np.ndarray, metric: str) -> float:
     if metric == "accuracy":
         return float(accuracy_score(y_true, y_pred))
     if metric == "balanced_accuracy":
@@ -36,8 +39,7 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, metric: str, num_classes: int)
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     y_true = np.asarray(y_true)
     y_pred = probs.argmax(axis=1)
-    k = probs.shape[1]
-    out = {m: score(y_true, y_pred, m, k) for m in METRIC_NAMES if m != "ece"}
+    out = {m: score(y_true, y_pred, m) for m in METRICS}
     out["ece"] = expected_calibration_error(y_true, probs)
     out["n"] = int(len(y_true))
     return out

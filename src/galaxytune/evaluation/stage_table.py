@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxytune.config import METRICS
 from galaxytune.evaluation.bootstrap import bootstrap_intervals, paired_bootstrap
-from galaxytune.evaluation.metrics import classification_metrics
+from galaxytune.evaluation.metrics import METRIC_NAMES, classification_metrics
 from galaxytune.files import write_dict_csv, write_text
 
-COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+COLUMNS = METRIC_NAMES
 SHORT = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "macro_f1": "macro_f1", "ece": "ece"}
-GAIN_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+GAIN_METRICS = METRICS
 
 
 def stage_row(

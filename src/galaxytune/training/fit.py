@@ -10,11 +10,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from galaxytune.config import TrainerConfig
+from galaxytune.errors import ConfigError
 from galaxytune.files import atomic_path
 
 
@@ -56,15 +58,31 @@ def fit(
     epochs: int,
     patience: int,
     trainer_cfg: TrainerConfig,
-) -> Path:
-    """Train ``module``; load its best weights back and return the best checkpoint's path."""
+) -> None:
+    """Train ``module`` and load its best weights (by the validation metric) back into it."""
     quiet_lightning()
     monitor = f"val_{trainer_cfg.monitor}"
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename=stage, monitor=monitor, mode="max",
         save_top_k=1, save_weights_only=True, enable_version_counter=False,
     )
-    trainer = L.Trainer(
+    try:
+        trainer = _trainer(trainer_cfg, checkpoint, monitor, patience, epochs, run_dir, stage)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"Lightning rejects the trainer settings (accelerator={trainer_cfg.accelerator}, "
+            f"devices={trainer_cfg.devices}, strategy={trainer_cfg.strategy}, precision={trainer_cfg.precision}): {exc}"
+        ) from None
+    trainer.fit(module, train_loader, val_loader)
+    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+
+
+def _trainer(
+    trainer_cfg: TrainerConfig, checkpoint: ModelCheckpoint, monitor: str, patience: int, epochs: int,
+    run_dir: Path, stage: str,
+) -> L.Trainer:
+    return L.Trainer(
         max_epochs=epochs,
         accelerator=trainer_cfg.accelerator,
         devices=trainer_cfg.devices,
@@ -83,8 +101,3 @@ def fit(
         num_sanity_val_steps=0,
         deterministic=False,
     )
-    trainer.fit(module, train_loader, val_loader)
-    best = Path(checkpoint.best_model_path)
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
-    return best

@@ -78,6 +78,12 @@ def _loader(data, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
     )
 
 
+def _inference_device(cfg: Config) -> torch.device:
+    """Where features and predictions are computed: the accelerator training uses, if a GPU."""
+    use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if use_gpu else "cpu")
+
+
 def _image_workers(cfg: Config, dataset: ImageSet) -> int:
     # Cached images need no decoding: worker processes would only add overhead.
     return 0 if dataset.pixels is not None else default_workers(cfg.data.num_workers)
@@ -86,6 +92,7 @@ def _image_workers(cfg: Config, dataset: ImageSet) -> int:
 def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Path) -> StageOutput:
     """Stage 1: features from the frozen backbone computed once, then the head trained on them."""
     tc = cfg.transfer
+    net.to(_inference_device(cfg))
     feats = {}
     for split, dataset in data.sets.items():
         feats[split] = run_batches(
@@ -143,6 +150,7 @@ def run_finetune(
         _loader(train_set, fc.batch_size, True, _image_workers(cfg, train_set)),
         _loader(val_set, 128, False, _image_workers(cfg, val_set)),
         run_dir, "finetune", fc.epochs, fc.patience, cfg.trainer)
+    net.to(_inference_device(cfg))  # Lightning hands the model back on the CPU
     if fc.method == "lora":
         if is_main_process():
             folder = run_dir / "models" / "lora_adapter"
@@ -161,7 +169,7 @@ def run_finetune(
 
 
 def _val_score(logits: np.ndarray, y: np.ndarray, metric: str) -> float:
-    return score(y, logits.argmax(axis=1), metric, logits.shape[1])
+    return score(y, logits.argmax(axis=1), metric)
 
 
 def _timed(fn, *args) -> StageOutput:
