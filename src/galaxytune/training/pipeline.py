@@ -159,17 +159,24 @@ def run_finetune(
     for p in net.parameters():
         p.requires_grad = True
     val_logits = run_batches(net, val_set, 128, "predict val", _image_workers(cfg, val_set)).numpy()
-    y_val, metric = _targets(val_set), cfg.trainer.monitor
-    if incoming is not None and _val_score(incoming.val_logits, y_val, metric) >= _val_score(val_logits, y_val, metric):
-        print(f"finetune: no epoch beat the {incoming.name} stage on validation {metric}; keeping its weights.")
+    y_val = _targets(val_set)
+    if incoming is not None and _val_score(incoming.val_logits, y_val, cfg) >= _val_score(val_logits, y_val, cfg):
+        print(f"finetune: no better than the {incoming.name} stage on validation; keeping its weights.")
         net.load_state_dict(start_state)
         return StageOutput("finetune", incoming.val_logits, incoming.test_logits)
     test_logits = run_batches(net, data.sets["test"], 128, "predict test", _image_workers(cfg, data.sets["test"]))
     return StageOutput("finetune", val_logits, test_logits.numpy())
 
 
-def _val_score(logits: np.ndarray, y: np.ndarray, metric: str) -> float:
-    return score(y, logits.argmax(axis=1), metric)
+def _val_score(logits: np.ndarray, y: np.ndarray, cfg: Config) -> float:
+    """A stage's validation score as it will reach the user: after the decision rule's offsets
+    when those are on, since a stage can rank classes better yet set worse priors (both stages
+    compared get the same tuning on the same val images)."""
+    dc = cfg.decision
+    if not (dc.enabled and dc.offsets):
+        return score(y, logits.argmax(axis=1), cfg.trainer.monitor)
+    rule = fit_decision_rule(logits, y, dc.metric, temperature=False, max_offset=dc.offset_range)
+    return score(y, rule.adjusted_logits(logits).argmax(axis=1), dc.metric)
 
 
 def _timed(fn, *args) -> StageOutput:
