@@ -31,6 +31,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="naive finetune epochs (default 15 = the recipe's max finetune epochs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the naive run and trainer.seed of the recipe")
     p.add_argument("--label-column", default="derived_class")
+    p.add_argument("--reuse-naive", metavar="SUMMARY_JSON",
+                   help="take the naive run from an earlier summary.json instead of training it again; "
+                        "its recipe's splits.csv must equal this run's")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra galaxytune override for the recipe (for smoke tests only; none in the benchmark)")
     return p.parse_args(argv)
@@ -83,6 +87,33 @@ def machine() -> dict:
     }
 
 
+class LoadSampler:
+    """Samples the 1-minute load average every few seconds: other work on the machine
+    (which would slow either run) shows up in the summary."""
+
+    def __init__(self, every: float = 5.0):
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        s = np.asarray(self.samples or [float("nan")])
+        return {"mean": float(s.mean()), "max": float(s.max()), "samples": len(self.samples)}
+
+
 # --------------------------------------------------------------------------- recipe
 
 
@@ -97,11 +128,11 @@ def run_recipe(args: argparse.Namespace, run_dir: Path) -> dict:
         *args.override,
     ]
     cfg = galaxytune.load_config(overrides=overrides)
-    load_before = os.getloadavg()
-    cpu_start, start = time.process_time(), time.perf_counter()
-    result = galaxytune.train(cfg, run_dir)
-    wall = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
+    with LoadSampler() as load:
+        cpu_start, start = time.process_time(), time.perf_counter()
+        result = galaxytune.train(cfg, run_dir)
+        wall = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
 
     # Images that went through finetune training steps: epochs run x full batches x batch size
     # (the recipe's train loader drops the last partial batch).
@@ -117,8 +148,7 @@ def run_recipe(args: argparse.Namespace, run_dir: Path) -> dict:
         "config": cfg.to_dict(),
         "wall_seconds": wall,
         "process_cpu_seconds": cpu,
-        "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
+        "loadavg_1min": load.summary(),
         "stage_seconds": seconds,
         "setup_seconds": wall - sum(seconds.values()),
         "epochs_run": epochs,
@@ -190,8 +220,14 @@ def predict_logits(model: nn.Module, pixels: torch.Tensor, batch: int = 256) -> 
 
 
 def run_naive(args: argparse.Namespace, recipe_dir: Path, recipe_data, classes: list[str], run_dir: Path) -> dict:
+    with LoadSampler() as load:
+        out = _run_naive(args, recipe_dir, recipe_data, classes, run_dir)
+    out["loadavg_1min"] = load.summary()
+    return out
+
+
+def _run_naive(args: argparse.Namespace, recipe_dir: Path, recipe_data, classes: list[str], run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()
     cpu_start, total_start = time.process_time(), time.perf_counter()
 
     # The same split, read back from the recipe's run folder; images decoded here with PIL.
@@ -294,8 +330,6 @@ def run_naive(args: argparse.Namespace, recipe_dir: Path, recipe_data, classes: 
         "same_input_as_recipe": same_input,
         "wall_seconds": total,
         "process_cpu_seconds": cpu,
-        "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
         "decode_seconds": decode_seconds,
         "train_seconds": train_seconds,
         "val_seconds": val_seconds,
@@ -359,9 +393,12 @@ def markdown(summary: dict) -> str:
         "|---|---|---|",
         f"| wall time, total (s) | {r['wall_seconds']:.1f} | {n['wall_seconds']:.1f} |",
         f"| process CPU time, total (s) | {r['process_cpu_seconds']:.1f} | {n['process_cpu_seconds']:.1f} |",
-        "| 1-min load average before / after | "
-        f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f} | "
-        f"{n['loadavg_before'][0]:.2f} / {n['loadavg_after'][0]:.2f} |",
+        f"| CPU share of the machine (CPU s / (wall s x {m['cpu_count']})) | "
+        f"{r['process_cpu_seconds'] / (r['wall_seconds'] * m['cpu_count']):.2f} | "
+        f"{n['process_cpu_seconds'] / (n['wall_seconds'] * m['cpu_count']):.2f} |",
+        "| 1-min load average during the run, mean / max | "
+        f"{r['loadavg_1min']['mean']:.2f} / {r['loadavg_1min']['max']:.2f} | "
+        f"{n['loadavg_1min']['mean']:.2f} / {n['loadavg_1min']['max']:.2f} |",
         f"| of which data decoding / setup (s) | {r['setup_seconds']:.1f} (decode, model, saving) | "
         f"{n['decode_seconds']:.1f} (decode) |",
         "| of which training (s) | "
@@ -395,7 +432,14 @@ def main(argv=None) -> int:
     recipe = run_recipe(args, out / "recipe")
     result = recipe.pop("_result")
     print(f"recipe: {recipe['wall_seconds']:.1f}s wall", flush=True)
-    naive = run_naive(args, out / "recipe", result.data, result.classes, out / "naive")
+    if args.reuse_naive:
+        earlier = Path(args.reuse_naive)
+        if (earlier.parent / "recipe" / "splits.csv").read_text() != (out / "recipe" / "splits.csv").read_text():
+            raise SystemExit(f"{earlier}: its split differs from this run's; the naive run cannot be reused.")
+        naive = json.loads(earlier.read_text())["naive"]
+        naive["reused_from"] = str(earlier)
+    else:
+        naive = run_naive(args, out / "recipe", result.data, result.classes, out / "naive")
     print(f"naive: {naive['wall_seconds']:.1f}s wall", flush=True)
 
     summary = {"command": command, "machine": info, "recipe": recipe, "naive": naive,

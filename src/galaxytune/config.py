@@ -40,8 +40,10 @@ class DataConfig:
     """DataLoader workers; -1 picks from the CPU count."""
     leakage: str = "warn"
     """Images of val/test also in train (identical or near-duplicate): 'warn', 'fail' or 'off'."""
-    leakage_max_distance: int = 40
-    """Largest perceptual-hash distance (of 256 bits) that counts as a near-duplicate."""
+    leakage_max_distance: int = 30
+    """Largest perceptual-hash distance (of 256 bits) that counts as a near-duplicate. On the
+    6,741 GZ2 SDSS cutouts distinct galaxies came as close as 36; resized JPEG copies stayed
+    within 32 (mean 17)."""
 
 
 @dataclass

@@ -30,8 +30,8 @@ def perceptual_hash(pixels: torch.Tensor) -> np.ndarray:
     Grey 64x64 thumbnail, 2-D DCT, the 16x16 lowest frequencies against their median: robust to
     compression, resizing and small photometric changes, not to rotation. The usual 64-bit
     hash is too coarse for galaxies (a dark sky around a central blob): on SDSS cutouts,
-    distinct galaxies came within 2 bits of each other; with 256 bits distinct galaxies
-    stayed 48+ bits apart while a resized, JPEG-60 copy stayed within 32.
+    distinct galaxies came within 2 bits of each other; with 256 bits the closest distinct pair
+    of 6,741 cutouts is 36 bits apart, while resized JPEG-60 copies stayed within 32 (mean 17).
     """
     grey = pixels.float().mean(dim=1, keepdim=True)
     small = torch.nn.functional.interpolate(grey, size=(64, 64), mode="area")[:, 0].numpy()
