@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from galaxytune.config import load_config
 from galaxytune.data.synthetic import SyntheticSpec, generate
@@ -32,9 +34,15 @@ def default_data_dir() -> Path:
 
 
 def hub_reachable(name: str) -> bool:
+    """Whether timm can fetch ``name``'s weights. Offline, a quick connection test answers at once
+    instead of the hub client's retries (about 45 s of back-off)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
         create_classifier(name, 2, weights="hub")
-    except ModelError:
+    except (OSError, ModelError):
         return False
     return True
 
