@@ -40,10 +40,12 @@ import timm
 import torch
 from PIL import Image
 from scipy.special import softmax
+from scipy.stats import binomtest
 from torch import nn
 
 import galaxytune
-from galaxytune.evaluation.metrics import classification_metrics
+from galaxytune.decision import DecisionRule
+from galaxytune.evaluation.metrics import classification_metrics, score
 from galaxytune.evaluation.stage_table import format_table
 
 SPLITS = ("train", "val", "test")
@@ -52,9 +54,9 @@ METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="labels.csv (filename column relative to its folder)")
-    p.add_argument("--weights", required=True, help="mobilenetv1_100 safetensors file (TF-ported, mean=std=0.5)")
-    p.add_argument("--out", required=True, help="run folder root: OUT/recipe, OUT/naive, OUT/summary.json")
+    p.add_argument("--data", help="labels.csv (filename column relative to its folder)")
+    p.add_argument("--weights", help="mobilenetv1_100 safetensors file (TF-ported, mean=std=0.5)")
+    p.add_argument("--out", help="run folder root: OUT/recipe, OUT/naive, OUT/summary.json")
     p.add_argument("--epochs", type=int, default=15,
                    help="naive finetune epochs (default 15 = the recipe's max finetune epochs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the naive run and trainer.seed of the recipe")
@@ -64,7 +66,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "its recipe's splits.csv must equal this run's")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra galaxytune override for the recipe (for smoke tests only; none in the benchmark)")
-    return p.parse_args(argv)
+    p.add_argument("--paired", metavar="OUT",
+                   help="train nothing: paired test-split comparison (McNemar, bootstrap) of an earlier run OUT")
+    args = p.parse_args(argv)
+    if not args.paired and not (args.data and args.weights and args.out):
+        p.error("--data, --weights and --out are required (unless --paired OUT)")
+    return args
 
 
 def machine() -> dict:
@@ -357,6 +364,46 @@ def naive_row(naive: dict) -> dict:
     return row
 
 
+def paired_test(recipe_dir: Path, naive_dir: Path, rule: dict, stage: str, resamples: int = 2000) -> dict:
+    """Recipe vs naive on the same test images: exact McNemar test on which images each gets
+    right, and bootstrap intervals (resampling test images) of the accuracy and macro-F1 gaps."""
+    r, n = np.load(recipe_dir / "stage_outputs.npz"), np.load(naive_dir / "outputs.npz")
+    y = r["y_test"]
+    if not np.array_equal(y, n["y_test"]):
+        raise SystemExit(f"{recipe_dir} and {naive_dir} do not share a test split.")
+    pred_r = DecisionRule(**rule).probabilities(r[f"{stage}_test"]).argmax(1)
+    pred_n = n["test_logits"].argmax(1)
+    right_r, right_n = pred_r == y, pred_n == y
+    only_r, only_n = int((right_r & ~right_n).sum()), int((~right_r & right_n).sum())
+    rng = np.random.default_rng(0)
+    gaps = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(y), len(y))
+        gaps.append((right_r[i].mean() - right_n[i].mean(),
+                     score(y[i], pred_r[i], "macro_f1") - score(y[i], pred_n[i], "macro_f1")))
+    gaps = np.asarray(gaps)
+    out = {"n": int(len(y)), "only_recipe_right": only_r, "only_naive_right": only_n,
+           "mcnemar_p": float(binomtest(only_r, only_r + only_n).pvalue) if only_r + only_n else 1.0}
+    out["accuracy_gap"] = float(right_r.mean() - right_n.mean())
+    out["macro_f1_gap"] = score(y, pred_r, "macro_f1") - score(y, pred_n, "macro_f1")
+    for k, name in enumerate(("accuracy", "macro_f1")):
+        out[f"{name}_gap_95"] = [float(np.percentile(gaps[:, k], 2.5)), float(np.percentile(gaps[:, k], 97.5))]
+    return out
+
+
+def paired_text(p: dict) -> str:
+    return (f"Paired on the same {p['n']} test images: accuracy gap {p['accuracy_gap']:+.4f} "
+            f"[{p['accuracy_gap_95'][0]:+.3f}, {p['accuracy_gap_95'][1]:+.3f}], exact McNemar p = {p['mcnemar_p']:.3f} "
+            f"({p['only_recipe_right']} images only the recipe gets right, "
+            f"{p['only_naive_right']} only the naive run); "
+            f"macro-F1 gap {p['macro_f1_gap']:+.4f} [{p['macro_f1_gap_95'][0]:+.3f}, {p['macro_f1_gap_95'][1]:+.3f}] "
+            "(95% bootstrap intervals over test images).")
+
+
+def naive_dir_of(out: Path, naive: dict) -> Path:
+    return Path(naive["reused_from"]).parent / "naive" if "reused_from" in naive else out / "naive"
+
+
 def verdict(recipe: dict, naive: dict) -> dict:
     return {
         "test_accuracy": recipe["test"]["accuracy"] > naive["test"]["accuracy"],
@@ -418,11 +465,20 @@ def markdown(summary: dict) -> str:
         f"({r['test']['macro_f1']:.4f} vs {n['test']['macro_f1']:.4f})",
         f"- no more wall time: {yes[v['wall_time']]} ({r['wall_seconds']:.1f}s vs {n['wall_seconds']:.1f}s)",
     ]
+    if "paired" in summary:
+        lines += ["", paired_text(summary["paired"])]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.paired:
+        out = Path(args.paired)
+        earlier = json.loads((out / "summary.json").read_text())
+        r = earlier["recipe"]
+        print(paired_text(paired_test(out / "recipe", naive_dir_of(out, earlier["naive"]),
+                                      r["decision_rule"], r["final_stage"])))
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = machine()
@@ -444,6 +500,8 @@ def main(argv=None) -> int:
 
     summary = {"command": command, "machine": info, "recipe": recipe, "naive": naive,
                "verdict": verdict(recipe, naive)}
+    summary["paired"] = paired_test(out / "recipe", naive_dir_of(out, naive), recipe["decision_rule"],
+                                    recipe["final_stage"])
     text = markdown(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     (out / "summary.md").write_text(text + "\n")
