@@ -45,7 +45,11 @@ def test_bad_model_name_and_missing_or_wrong_weights_are_clear(weights_file, tmp
         create_classifier("resnet18", 2, weights=str(weights_file))
 
 
-def test_hub_weights_offline_fail_with_a_way_out():
+def test_hub_weights_offline_fail_with_a_way_out(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # An empty hub cache: weights cached on this machine must not make the test pass vacuously.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ModelError, match="--weights PATH"):
         create_classifier("mobilenetv1_100", 2, weights="hub")
 
