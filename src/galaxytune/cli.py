@@ -15,6 +15,15 @@ def _add_columns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-column", default=None, help="CSV column with class labels (default: label)")
 
 
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The options that make a training config (read by :func:`_config`)."""
+    parser.add_argument("--config", help="YAML config file")
+    parser.add_argument("--model", help="timm model name (model.name)")
+    parser.add_argument("--weights", help="'hub', 'none' or a local weights file (model.weights)")
+    _add_columns(parser)
+    parser.add_argument("overrides", nargs="*", help="settings as section.key=value, e.g. finetune.epochs=5")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="galaxytune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -23,21 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="image folder (train/, val/, test/) or CSV catalog")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--config", help="YAML config file")
-    p.add_argument("--model", help="timm model name (model.name)")
-    p.add_argument("--weights", help="'hub', 'none' or a local weights file (model.weights)")
-    _add_columns(p)
-    p.add_argument("overrides", nargs="*", help="settings as section.key=value, e.g. finetune.epochs=5")
+    _add_config_options(p)
 
     p = sub.add_parser("cv", help="K-fold cross-validation of the whole recipe (resumes if interrupted)")
     p.add_argument("--data", required=True, help="image folder or CSV catalog (all splits are pooled)")
     p.add_argument("--out", required=True, help="folder for the fold runs and the summary")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--config", help="YAML config file")
-    p.add_argument("--model", help="timm model name (model.name)")
-    p.add_argument("--weights", help="'hub', 'none' or a local weights file (model.weights)")
-    _add_columns(p)
-    p.add_argument("overrides", nargs="*", help="settings as section.key=value")
+    _add_config_options(p)
 
     p = sub.add_parser("evaluate", help="score a trained model on a labelled set")
     p.add_argument("--model", required=True, help="run folder of a trained model")
