@@ -70,3 +70,8 @@ def test_lora_run_saves_the_adapter_and_a_merged_model(tmp_path, tiny_split, wei
     assert (adapter / "adapter_model.safetensors").stat().st_size < full_size / 5
     assert [r["stage"] for r in csv.DictReader(open(run / "stage_table.csv"))] == ["transfer", "finetune", "decision"]
     assert main(["predict", "--model", str(run), str(tiny_split / "test"), "--out", str(tmp_path / "p.csv")]) == 0
+
+
+def test_merge_returns_the_wrapped_network_itself():
+    net = create_classifier("mobilenetv1_100", 3, weights="none")
+    assert merge(add_lora(net, rank=2, alpha=4, dropout=0.0)) is net  # the pipeline relies on this

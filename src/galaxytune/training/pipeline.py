@@ -155,6 +155,8 @@ def run_finetune(
         if is_main_process():
             folder = run_dir / "models" / "lora_adapter"
             print(f"finetune: LoRA adapter and head saved in {folder} ({save_adapter(trained, folder) / 1e6:.2f} MB)")
+        # merge_and_unload folds the adapters into the wrapped network itself and returns that
+        # same object, so the caller's ``net`` now holds the merged weights.
         net = merge(trained)
     for p in net.parameters():
         p.requires_grad = True
