@@ -1,4 +1,4 @@
-"""Leakage guard: no image of val or test may also be in train.
+"""Leakage guard: no image of val or test may also be in train, nor a test image in val.
 
 Two checks: identical files (SHA-256 of the bytes) and near-duplicates by a perceptual hash
 (the same cutout re-encoded, resized or re-downloaded gives nearly the same hash). Catalogs
