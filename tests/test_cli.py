@@ -43,6 +43,11 @@ def test_train_writes_a_complete_run_folder(trained, weights_file):
     assert meta["mean"] == [0.5] * 3 and len(meta["decision"]["offsets"]) == 3
     assert any(k.startswith("backbone.") for k in load_file(str(run / "models/model.safetensors")))
     assert not list(run.rglob("*.partial"))
+    summary = {s["stage"]: s for s in json.loads((run / "stages.json").read_text())}
+    assert summary["transfer"]["epochs"] == 4 and summary["finetune"]["epochs"] == 2  # FAST: no early stop yet
+    assert 0 < summary["transfer"]["trainable_params"] < summary["finetune"]["trainable_params"]
+    assert summary["finetune"]["seconds_per_epoch"] > 0 and summary["finetune"]["adapter_bytes"] is None
+    assert summary["finetune"]["kept_incoming"] == (not summary["finetune"]["beat_incoming"])  # guard on
 
 
 def test_evaluate_json_matches_the_stage_table(trained, capsys):

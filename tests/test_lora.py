@@ -1,6 +1,7 @@
 """LoRA adapters: targets chosen by rule across architectures, merging, and a LoRA run."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -69,6 +70,9 @@ def test_lora_run_saves_the_adapter_and_a_merged_model(tmp_path, tiny_split, wei
     full_size = (run / "models" / "model.safetensors").stat().st_size
     assert (adapter / "adapter_model.safetensors").stat().st_size < full_size / 5
     assert [r["stage"] for r in csv.DictReader(open(run / "stage_table.csv"))] == ["transfer", "finetune", "decision"]
+    finetune = json.loads((run / "stages.json").read_text())[1]
+    on_disk = sum(f.stat().st_size for f in adapter.iterdir())
+    assert finetune["adapter_bytes"] == on_disk and finetune["trainable_params"] > 0
     assert main(["predict", "--model", str(run), str(tiny_split / "test"), "--out", str(tmp_path / "p.csv")]) == 0
 
 

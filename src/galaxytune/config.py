@@ -91,6 +91,9 @@ class FinetuneConfig:
     label_smoothing: float = 0.1
     augment: bool = True
     """Random rotations by 90 degrees and flips: galaxies have no preferred orientation."""
+    guard: bool = True
+    """Keep the incoming (transfer) weights when no finetuned epoch beats them on validation.
+    Benchmarks turn it off to measure a method on its own."""
 
 
 @dataclass

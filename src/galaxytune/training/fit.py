@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +28,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         with atomic_path(Path(path)) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+@dataclass
+class FitStats:
+    epochs: int
+    """Epochs run (early stopping may end a stage before its maximum)."""
+    seconds: float
+    """Wall time of the fit: training and the per-epoch validation passes."""
 
 
 def is_main_process() -> bool:
@@ -58,7 +68,7 @@ def fit(
     epochs: int,
     patience: int,
     trainer_cfg: TrainerConfig,
-) -> None:
+) -> FitStats:
     """Train ``module`` and load its best weights (by the validation metric) back into it."""
     quiet_lightning()
     monitor = f"val_{trainer_cfg.monitor}"
@@ -73,9 +83,12 @@ def fit(
             f"Lightning rejects the trainer settings (accelerator={trainer_cfg.accelerator}, "
             f"devices={trainer_cfg.devices}, strategy={trainer_cfg.strategy}, precision={trainer_cfg.precision}): {exc}"
         ) from None
+    start = time.perf_counter()
     trainer.fit(module, train_loader, val_loader)
+    seconds = time.perf_counter() - start
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
+    return FitStats(trainer.current_epoch, seconds)
 
 
 def _trainer(

@@ -24,7 +24,7 @@ from galaxytune.decision import DecisionRule, fit_decision_rule
 from galaxytune.errors import ConfigError
 from galaxytune.evaluation.metrics import score
 from galaxytune.evaluation.stage_table import format_table, stage_gains, stage_row, write_table
-from galaxytune.files import atomic_path
+from galaxytune.files import atomic_path, write_json
 from galaxytune.inference.predict import run_batches
 from galaxytune.inference.saved import ModelInfo, save_model
 from galaxytune.models.backbone import GalaxyClassifier, create_classifier
@@ -38,7 +38,7 @@ from galaxytune.training.module import ClassifierModule
 # Everything a run writes: cleared before a run replaces another in the same folder.
 RUN_OUTPUTS = (
     "config.yaml", "splits.csv", "metrics.csv", "stage_table.csv", "stage_table.md", "stage_gains.csv",
-    "stage_outputs.npz", "report.html", "leakage.csv", "unreadable_images.csv", "logs", "checkpoints",
+    "stage_outputs.npz", "stages.json", "report.html", "leakage.csv", "unreadable_images.csv", "logs", "checkpoints",
     "models", "plots",
 )
 
@@ -50,6 +50,25 @@ class StageOutput:
     test_logits: np.ndarray
     rule: DecisionRule = field(default_factory=DecisionRule)
     seconds: float = 0.0
+    epochs: int = 0
+    fit_seconds: float = 0.0
+    """Wall time of the training epochs (with their validation passes), for time per epoch."""
+    trainable_params: int = 0
+    adapter_bytes: int | None = None
+    """Size on disk of a LoRA adapter and head (the only weights a LoRA run needs to keep)."""
+    beat_incoming: bool | None = None
+    """Whether the stage beat the one before it on validation (None: nothing came before)."""
+    kept_incoming: bool = False
+    """The finetune guard kept the incoming weights: this stage's outputs are the previous one's."""
+
+    def summary(self) -> dict:
+        per_epoch = self.fit_seconds / self.epochs if self.epochs else None
+        return {
+            "stage": self.name, "seconds": round(self.seconds, 2), "epochs": self.epochs,
+            "seconds_per_epoch": None if per_epoch is None else round(per_epoch, 2),
+            "trainable_params": self.trainable_params, "adapter_bytes": self.adapter_bytes,
+            "beat_incoming": self.beat_incoming, "kept_incoming": self.kept_incoming,
+        }
 
 
 @dataclass
@@ -104,11 +123,14 @@ def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Pa
     module = ClassifierModule(
         head, len(data.classes), [{"params": list(head.parameters()), "lr": tc.lr, "weight_decay": tc.weight_decay}]
     )
-    fit(module, _loader(train, tc.batch_size, True, 0), _loader(val, 1024, False, 0),
-        run_dir, "transfer", tc.epochs, tc.patience, cfg.trainer)
+    stats = fit(module, _loader(train, tc.batch_size, True, 0), _loader(val, 1024, False, 0),
+                run_dir, "transfer", tc.epochs, tc.patience, cfg.trainer)
     with torch.no_grad():
         head.eval()
-        return StageOutput("transfer", head(feats["val"]).numpy(), head(feats["test"]).numpy())
+        return StageOutput(
+            "transfer", head(feats["val"]).numpy(), head(feats["test"]).numpy(), epochs=stats.epochs,
+            fit_seconds=stats.seconds, trainable_params=sum(p.numel() for p in head.parameters()),
+        )
 
 
 class _Features(nn.Module):
@@ -125,8 +147,9 @@ def run_finetune(
 ) -> StageOutput:
     """Stage 2: the top blocks (or everything) trained on images with layer-wise LR decay.
 
-    If no finetuned epoch beats the incoming weights on validation, those weights are kept:
-    a stage may fail to help, but it must not make the model worse than its starting point.
+    If no finetuned epoch beats the incoming weights on validation, those weights are kept
+    (unless ``finetune.guard`` is off): a stage may fail to help, but it must not make the model
+    worse than its starting point.
     """
     fc = cfg.finetune
     start_state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -146,15 +169,18 @@ def run_finetune(
         trained, len(data.classes), groups, warmup_fraction=min(1.0, fc.warmup_epochs / fc.epochs),
         label_smoothing=fc.label_smoothing, augment=fc.augment, batchnorm=fc.batchnorm,
     )
-    fit(module,
-        _loader(train_set, fc.batch_size, True, _image_workers(cfg, train_set)),
-        _loader(val_set, 128, False, _image_workers(cfg, val_set)),
-        run_dir, "finetune", fc.epochs, fc.patience, cfg.trainer)
+    stats = fit(module,
+                _loader(train_set, fc.batch_size, True, _image_workers(cfg, train_set)),
+                _loader(val_set, 128, False, _image_workers(cfg, val_set)),
+                run_dir, "finetune", fc.epochs, fc.patience, cfg.trainer)
+    out = StageOutput("finetune", None, None, epochs=stats.epochs,  # outputs filled in below
+                      fit_seconds=stats.seconds, trainable_params=n_trainable)
     net.to(_inference_device(cfg))  # Lightning hands the model back on the CPU
     if fc.method == "lora":
         if is_main_process():
             folder = run_dir / "models" / "lora_adapter"
-            print(f"finetune: LoRA adapter and head saved in {folder} ({save_adapter(trained, folder) / 1e6:.2f} MB)")
+            out.adapter_bytes = save_adapter(trained, folder)
+            print(f"finetune: LoRA adapter and head saved in {folder} ({out.adapter_bytes / 1e6:.2f} MB)")
         # merge_and_unload folds the adapters into the wrapped network itself and returns that
         # same object, so the caller's ``net`` now holds the merged weights.
         net = merge(trained)
@@ -162,12 +188,16 @@ def run_finetune(
         p.requires_grad = True
     val_logits = run_batches(net, val_set, 128, "predict val", _image_workers(cfg, val_set)).numpy()
     y_val = _targets(val_set)
-    if incoming is not None and _val_score(incoming.val_logits, y_val, cfg) >= _val_score(val_logits, y_val, cfg):
-        print(f"finetune: no better than the {incoming.name} stage on validation; keeping its weights.")
-        net.load_state_dict(start_state)
-        return StageOutput("finetune", incoming.val_logits, incoming.test_logits)
+    if incoming is not None:
+        out.beat_incoming = _val_score(val_logits, y_val, cfg) > _val_score(incoming.val_logits, y_val, cfg)
+        if not out.beat_incoming and fc.guard:
+            print(f"finetune: no better than the {incoming.name} stage on validation; keeping its weights.")
+            net.load_state_dict(start_state)
+            out.val_logits, out.test_logits, out.kept_incoming = incoming.val_logits, incoming.test_logits, True
+            return out
     test_logits = run_batches(net, data.sets["test"], 128, "predict test", _image_workers(cfg, data.sets["test"]))
-    return StageOutput("finetune", val_logits, test_logits.numpy())
+    out.val_logits, out.test_logits = val_logits, test_logits.numpy()
+    return out
 
 
 def _val_score(logits: np.ndarray, y: np.ndarray, cfg: Config) -> float:
@@ -262,6 +292,7 @@ def write_outputs(
     )
     save_model(net, info, run_dir / "models")
     write_table(table, gains, run_dir)
+    write_json(run_dir / "stages.json", [s.summary() for s in stages])
     merge_epoch_logs(run_dir)
     with atomic_path(run_dir / "stage_outputs.npz") as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(
