@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import SHARED
 from safetensors.torch import load_file
+from torch import nn
 
 from galaxytune.errors import ModelError
 from galaxytune.models.backbone import create_classifier
@@ -101,3 +102,27 @@ def test_corrupt_weights_and_bad_kwargs_are_model_errors(tmp_path):
         create_classifier("mobilenetv1_100", 2, weights=str(bad))
     with pytest.raises(ModelError, match="pad_typ"):
         create_classifier("mobilenetv1_100", 2, weights="none", kwargs={"pad_typ": "same"})
+
+
+@pytest.mark.parametrize("name", [
+    "mobilenetv1_100", "mobilenetv2_100", "tf_efficientnet_lite0", "resnet18", "test_convnext", "test_vit",
+])
+@pytest.mark.parametrize("method", ["top-blocks", "bias-norm"])
+def test_every_method_trains_what_it_says_on_each_architecture(name, method):
+    """One optimiser step per architecture: only the chosen parameters move, the stem never."""
+    torch.manual_seed(0)
+    net = create_classifier(name, 3, weights="none")
+    n_trainable = set_trainable(net, method, 2)
+    groups = optimizer_groups(net, lr=1e-2, weight_decay=0.0, layer_decay=0.7)
+    assert sum(p.numel() for g in groups for p in g["params"]) == n_trainable
+    assert 0 < n_trainable < sum(p.numel() for p in net.parameters())
+    nn.init.normal_(net.head.weight, std=0.1)  # a zero head passes no gradient down
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    optimizer = torch.optim.SGD(groups)
+    size = 224 if name == "test_vit" else 64
+    net(torch.rand(2, 3, size, size)).logsumexp(1).sum().backward()
+    optimizer.step()
+    moved = {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert moved and moved <= trainable
+    assert net.head.weight.requires_grad and not next(net.backbone.parameters()).requires_grad
