@@ -9,6 +9,9 @@ from pathlib import Path
 
 from galaxytune.errors import GalaxytuneError
 
+TTA_HELP = ("average over the 8 rotations and flips, swapping mirrored classes back "
+            "(default: on only for models trained with decision.tta=true)")
+
 
 def _add_columns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path-column", default=None, help="CSV column with image paths (default: filename)")
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["all", "train", "val", "test"],
                    help="default: the run's test split on its own data, else every labelled image")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--tta", action="store_true", help="average over the 8 rotations and flips")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, help=TTA_HELP)
     p.add_argument("--report", help="folder for report.html (default: MODEL/evaluation-<data>-<split>)")
     _add_columns(p)
 
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder of a trained model")
     p.add_argument("images", nargs="+", help="image files, folders, or a CSV catalog")
     p.add_argument("--out", required=True, help="CSV file to write")
-    p.add_argument("--tta", action="store_true", help="average over the 8 rotations and flips")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, help=TTA_HELP)
     _add_columns(p)
 
     p = sub.add_parser("demo", help="train on built-in synthetic galaxies (no data needed)")

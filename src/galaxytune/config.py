@@ -91,6 +91,10 @@ class FinetuneConfig:
     label_smoothing: float = 0.1
     augment: bool = True
     """Random rotations by 90 degrees and flips: galaxies have no preferred orientation."""
+    mirror_swap: list[list[str]] = field(default_factory=list)
+    """Pairs of classes that a mirror flip swaps, e.g. [[spiral_clockwise, spiral_anticlockwise]]:
+    mirrored training images and TTA views get the other class of their pair. Rotations keep
+    every label (see galaxytune.data.transforms)."""
     guard: bool = True
     """Keep the incoming (transfer) weights when no finetuned epoch beats them on validation.
     Benchmarks turn it off to measure a method on its own."""
@@ -104,6 +108,9 @@ class DecisionConfig:
     offsets: bool = True
     offset_range: float = 2.0
     """Largest absolute per-class logit offset tried; bounds how far the rule can overfit."""
+    tta: bool = False
+    """Fit the rule on the final network's TTA logits (8 rotations and flips; 8x the inference
+    cost); the saved model then predicts and evaluates with TTA by default."""
 
 
 @dataclass
@@ -169,6 +176,14 @@ class Config:
                 not isinstance(value, list) or len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)
             ):
                 raise ConfigError(f"model.{key}={value!r} must be three numbers, e.g. [0.5, 0.5, 0.5].")
+        swaps = self.finetune.mirror_swap
+        if not isinstance(swaps, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(c, str) for c in p) and p[0] != p[1] for p in swaps
+        ):
+            raise ConfigError(
+                f"finetune.mirror_swap={swaps!r} must be a list of pairs of two different class names, "
+                "e.g. [[spiral_clockwise, spiral_anticlockwise]] (quote names that look like numbers)."
+            )
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:

@@ -1,30 +1,72 @@
-"""Galaxy-aware augmentation on batches: the 8 rotations and flips of the square.
+"""Galaxy-aware augmentation on batches: the 8 rotations and flips of the square, and the
+label permutations they imply.
 
-Galaxies have no preferred orientation on the sky, so these transforms keep the label (for
-the classes handled here) and cost nothing: they run on whole batches, on the device.
+Galaxies have no preferred orientation on the sky, so these transforms cost nothing: they run
+on whole batches, on the device. Most labels survive them, but a mirror flip turns a clockwise
+spiral into an anticlockwise one. ``finetune.mirror_swap`` declares such pairs of classes;
+training swaps the targets of mirrored images and test-time augmentation swaps the logits of
+mirrored views back (see :func:`mirror_permutation`).
+
+Rotations keep every label of galaxy morphology (a turn keeps a spiral's winding sense, and no
+class is tied to a direction in the cutout), so there is no option for classes that a quarter
+turn would change; such classes would need a permutation per rotation as well.
 """
 
 from __future__ import annotations
 
 import torch
 
+from galaxytune.errors import ConfigError
+
 N_DIHEDRAL = 8
+
+
+def mirrored(k):
+    """Whether dihedral element(s) ``k`` (an int or a tensor) include the mirror flip."""
+    return k >= 4
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """Element ``k`` (0..7) of the dihedral group on the last two axes: a mirror flip when
     k >= 4, then ``k % 4`` quarter turns."""
-    if k >= 4:
+    if mirrored(k):
         x = x.flip(-1)
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
-def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each image of the batch under its own random dihedral transform."""
+def random_dihedral(
+    x: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image of the batch under its own random dihedral transform; returns the images and
+    the element (0..7) each one got, so that labels can follow (:func:`dihedral_targets`)."""
     which = torch.randint(0, N_DIHEDRAL, (x.shape[0],), generator=generator).to(x.device)
     out = torch.empty_like(x)
     for k in range(N_DIHEDRAL):
         mask = which == k
         if mask.any():
             out[mask] = dihedral(x[mask], k)
-    return out
+    return out, which
+
+
+def dihedral_targets(y: torch.Tensor, which: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
+    """Class targets of images transformed by ``which``: mirrored ones take ``mirror[y]``."""
+    return torch.where(mirrored(which), mirror[y], y)
+
+
+def mirror_permutation(classes: list[str], pairs: list[list[str]]) -> list[int]:
+    """``perm[i]``: the class that a mirror flip turns class ``i`` into (``i`` unless a pair of
+    ``pairs`` swaps it). Names must be classes of the data, each in one pair at most."""
+    index = {c: i for i, c in enumerate(classes)}
+    perm = list(range(len(classes)))
+    for pair in pairs:
+        unknown = [c for c in pair if c not in index]
+        if unknown:
+            raise ConfigError(
+                f"finetune.mirror_swap names {', '.join(map(repr, unknown))}, not a class of the data "
+                f"(classes: {', '.join(classes)})."
+            )
+        a, b = (index[c] for c in pair)
+        if perm[a] != a or perm[b] != b:
+            raise ConfigError(f"finetune.mirror_swap: {pair} repeats a class already in another pair.")
+        perm[a], perm[b] = b, a
+    return perm

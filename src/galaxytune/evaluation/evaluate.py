@@ -38,14 +38,15 @@ def run_splits(run_dir: Path, data: str) -> dict[str, list[Sample]] | None:
 
 def evaluate(
     predictor: Predictor, data: str, split: str | None = None, path_column: str = "filename",
-    label_column: str = "label", tta: bool = False, run_dir: Path | None = None,
+    label_column: str = "label", tta: bool | None = None, run_dir: Path | None = None,
 ) -> Evaluation:
     """Metrics of ``predictor`` on the labelled set ``data``.
 
     On the data its run (``run_dir``) was trained on, the splits are the run's own
     (``splits.csv``) and ``split`` defaults to its test split: carved val/test splits exist
     only there, and scoring training images would flatter the model. Elsewhere ``split``
-    defaults to every labelled image found.
+    defaults to every labelled image found. ``tta``: see :meth:`Predictor.logits` (None: as the
+    model expects).
     """
     found = run_splits(run_dir, data) if run_dir is not None else None
     if found is not None:
@@ -66,6 +67,8 @@ def evaluate(
             f"{data} has class(es) {', '.join(unknown)} that the model does not know "
             f"(it knows {', '.join(predictor.classes)})."
         )
+    if predictor.info.tta and not predictor.uses_tta(tta):
+        print("Warning: this model's decision rule was fitted on TTA logits; scoring without TTA.")
     label_of = {s.path: s.label for s in samples}
     predictions = predictor.predict([s.path for s in samples], tta=tta)
     if predictions.unreadable:

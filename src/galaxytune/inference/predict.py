@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from galaxytune.data.images import default_workers, iter_decoded
 from galaxytune.data.sources import find_images
-from galaxytune.data.transforms import N_DIHEDRAL, dihedral
+from galaxytune.data.transforms import N_DIHEDRAL, dihedral, mirrored
 from galaxytune.files import atomic_path
 from galaxytune.inference.saved import ModelInfo, load_model
 
@@ -29,6 +29,24 @@ def run_batches(fn: nn.Module, data: Dataset, batch_size: int, desc: str, worker
     out = [fn(x.to(device)).float().cpu() for x, _ in tqdm(loader, desc=desc, unit="batch", leave=False)]
     fn.train(was_training)
     return torch.cat(out)
+
+
+class DihedralTTA(nn.Module):
+    """``net``'s logits averaged over the 8 rotations and flips of its input.
+
+    A mirrored view of a clockwise spiral looks anticlockwise, so before averaging, the logits
+    of a mirrored view are put back in the original's class order (``mirror``, see
+    :func:`galaxytune.data.transforms.mirror_permutation`); otherwise the average would blur
+    every pair of classes that a flip swaps into one.
+    """
+
+    def __init__(self, net: nn.Module, mirror: list[int]):
+        super().__init__()
+        self.net, self.mirror = net, mirror
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = [self.net(dihedral(x, k)).float() for k in range(N_DIHEDRAL)]
+        return torch.stack([v[:, self.mirror] if mirrored(k) else v for k, v in enumerate(views)]).mean(0)
 
 
 @dataclass
@@ -65,18 +83,22 @@ class Predictor:
     def classes(self) -> list[str]:
         return self.info.classes
 
+    def uses_tta(self, tta: bool | None) -> bool:
+        """``tta``, or when None, what the model expects (on if its decision rule was fitted on TTA logits)."""
+        return self.info.tta if tta is None else tta
+
     @torch.no_grad()
-    def logits(self, pixels: torch.Tensor, tta: bool = False) -> np.ndarray:
+    def logits(self, pixels: torch.Tensor, tta: bool | None = None) -> np.ndarray:
         """Raw logits for a (n, 3, S, S) uint8 or [0, 1] float batch.
 
-        With ``tta`` the logits are averaged over the 8 rotations and flips of the square, so
-        that the prediction no longer depends on how the galaxy happens to lie in the cutout.
+        With ``tta`` the logits are averaged over the 8 rotations and flips of the square (see
+        :class:`DihedralTTA`), so that the prediction no longer depends on how the galaxy
+        happens to lie in the cutout. None: as the model expects (:meth:`uses_tta`).
         """
-        if not tta:
-            return self.net(pixels).float().numpy()
-        return torch.stack([self.net(dihedral(pixels, k)).float() for k in range(N_DIHEDRAL)]).mean(0).numpy()
+        net = DihedralTTA(self.net, self.info.mirror) if self.uses_tta(tta) else self.net
+        return net(pixels).float().numpy()
 
-    def predict(self, images, batch_size: int = 64, workers: int = -1, tta: bool = False) -> Predictions:
+    def predict(self, images, batch_size: int = 64, workers: int = -1, tta: bool | None = None) -> Predictions:
         """Predict image files or folders (str/Path or a list of them); ``tta``: see :meth:`logits`."""
         if isinstance(images, (str, Path)):
             images = [images]

@@ -1,7 +1,9 @@
 """The saved model of a run: ``models/model.safetensors`` plus ``models/model.json``.
 
 The JSON holds everything needed to use the weights without the training config: the timm
-architecture, classes, input size and crop, normalisation and the decision rule.
+architecture, classes, input size and crop, normalisation, the decision rule, and how
+test-time augmentation must treat the labels. Keys added later have defaults, so models saved
+before them still load.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from galaxytune.data.transforms import mirror_permutation
 from galaxytune.decision import DecisionRule
 from galaxytune.errors import ModelError
 from galaxytune.files import atomic_path, write_json
@@ -31,10 +34,19 @@ class ModelInfo:
     std: list[float]
     decision: dict[str, Any] = field(default_factory=dict)
     create_kwargs: dict[str, Any] = field(default_factory=dict)
+    mirror_swap: list[list[str]] = field(default_factory=list)
+    """Pairs of classes that a mirror flip swaps (``finetune.mirror_swap``), for TTA."""
+    tta: bool = False
+    """The decision rule was fitted on TTA logits (``decision.tta``): predict with TTA by default."""
 
     @property
     def rule(self) -> DecisionRule:
         return DecisionRule(**self.decision) if self.decision else DecisionRule()
+
+    @property
+    def mirror(self) -> list[int]:
+        """The class each class becomes under a mirror flip."""
+        return mirror_permutation(self.classes, self.mirror_swap)
 
 
 def save_model(net: GalaxyClassifier, info: ModelInfo, folder: Path) -> None:

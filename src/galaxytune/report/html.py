@@ -23,7 +23,7 @@ from galaxytune.decision import DecisionRule
 from galaxytune.files import write_text
 from galaxytune.report import plots
 
-STAGES = ("transfer", "finetune", "decision")
+STAGES = ("transfer", "finetune", "tta", "decision")
 GALLERY_SIZE = 12
 THUMBNAIL_PX = 128
 

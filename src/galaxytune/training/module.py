@@ -11,7 +11,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
-from galaxytune.data.transforms import random_dihedral
+from galaxytune.data.transforms import dihedral_targets, random_dihedral
 from galaxytune.models.freezing import freeze_batchnorm
 
 
@@ -33,13 +33,19 @@ class ClassifierModule(L.LightningModule):
         label_smoothing: float = 0.0,
         augment: bool = False,
         batchnorm: str = "frozen",
+        mirror: list[int] | None = None,
     ):
+        """``mirror``: the class each class becomes under a mirror flip (see
+        :func:`galaxytune.data.transforms.mirror_permutation`); None: every label is kept."""
         super().__init__()
         self.net = net
         self.param_groups = param_groups
         self.warmup_fraction = warmup_fraction
         self.augment, self.batchnorm = augment, batchnorm
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # A buffer, so that it follows the module to the device; not saved in checkpoints.
+        perm = torch.arange(num_classes) if mirror is None else torch.tensor(mirror)
+        self.register_buffer("mirror", perm, persistent=False)
         metrics = MetricCollection(
             {
                 "accuracy": MulticlassAccuracy(num_classes, average="micro"),
@@ -57,10 +63,15 @@ class ClassifierModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def augment_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random rotations and flips, with the targets of mirrored images permuted to match."""
+        x, which = random_dihedral(x)
+        return x, dihedral_targets(y, which, self.mirror)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         if self.augment:
-            x = random_dihedral(x)
+            x, y = self.augment_batch(x, y)
         loss = self.loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("lr", self.optimizers().param_groups[-1]["lr"], on_step=False, on_epoch=True)

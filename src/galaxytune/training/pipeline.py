@@ -20,12 +20,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from galaxytune.config import Config
 from galaxytune.data.images import ImageSet, default_workers
 from galaxytune.data.prepare import Prepared, prepare
+from galaxytune.data.transforms import mirror_permutation
 from galaxytune.decision import DecisionRule, fit_decision_rule
 from galaxytune.errors import ConfigError
 from galaxytune.evaluation.metrics import score
 from galaxytune.evaluation.stage_table import format_table, stage_gains, stage_row, write_table
 from galaxytune.files import atomic_path, write_json
-from galaxytune.inference.predict import run_batches
+from galaxytune.inference.predict import DihedralTTA, run_batches
 from galaxytune.inference.saved import ModelInfo, save_model
 from galaxytune.models.backbone import GalaxyClassifier, create_classifier
 from galaxytune.models.freezing import optimizer_groups, set_trainable
@@ -168,6 +169,7 @@ def run_finetune(
     module = ClassifierModule(
         trained, len(data.classes), groups, warmup_fraction=min(1.0, fc.warmup_epochs / fc.epochs),
         label_smoothing=fc.label_smoothing, augment=fc.augment, batchnorm=fc.batchnorm,
+        mirror=mirror_permutation(data.classes, fc.mirror_swap),
     )
     stats = fit(module,
                 _loader(train_set, fc.batch_size, True, _image_workers(cfg, train_set)),
@@ -198,6 +200,17 @@ def run_finetune(
     test_logits = run_batches(net, data.sets["test"], 128, "predict test", _image_workers(cfg, data.sets["test"]))
     out.val_logits, out.test_logits = val_logits, test_logits.numpy()
     return out
+
+
+def run_tta(cfg: Config, net: GalaxyClassifier, data: Prepared) -> StageOutput:
+    """The final network's logits averaged over the 8 rotations and flips (``decision.tta``), so
+    that the decision rule is fitted on what TTA predictions will feed it."""
+    tta = DihedralTTA(net, mirror_permutation(data.classes, cfg.finetune.mirror_swap))
+    val, test = (
+        run_batches(tta, data.sets[split], 128, f"TTA {split}", _image_workers(cfg, data.sets[split])).numpy()
+        for split in ("val", "test")
+    )
+    return StageOutput("tta", val, test)
 
 
 def _val_score(logits: np.ndarray, y: np.ndarray, cfg: Config) -> float:
@@ -251,6 +264,7 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
 
     data = prepare(cfg.data, run_dir if main else None)
+    mirror_permutation(data.classes, cfg.finetune.mirror_swap)  # unknown class names stop the run now
     net = create_classifier(
         cfg.model.name, len(data.classes), cfg.model.weights, cfg.model.mean, cfg.model.std,
         cfg.model.drop_rate, cfg.model.kwargs,
@@ -260,6 +274,8 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
         stages.append(_timed(run_transfer, cfg, net, data, run_dir))
     if cfg.finetune.enabled and cfg.finetune.method != "head":
         stages.append(_timed(run_finetune, cfg, net, data, run_dir, stages[-1] if stages else None))
+    if cfg.decision.tta:
+        stages.append(_timed(run_tta, cfg, net, data))
     y_val, y_test = _targets(data.sets["val"]), _targets(data.sets["test"])
     rule = DecisionRule()
     if cfg.decision.enabled:
@@ -289,6 +305,7 @@ def write_outputs(
         architecture=cfg.model.name, classes=data.classes, image_size=cfg.data.image_size,
         center_crop=cfg.data.center_crop, mean=net.mean.flatten().tolist(), std=net.std.flatten().tolist(),
         decision=stages[-1].rule.to_dict(), create_kwargs=cfg.model.kwargs,
+        mirror_swap=cfg.finetune.mirror_swap, tta=cfg.decision.tta,
     )
     save_model(net, info, run_dir / "models")
     write_table(table, gains, run_dir)
