@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="hub", help="'hub' (falls back to random when offline), 'none' or a file")
     p.add_argument("--per-class", type=int, default=600, help="synthetic images per class")
     p.add_argument("overrides", nargs="*", help="settings as section.key=value")
+
+    p = sub.add_parser("data", help="list, describe and download public galaxy datasets")
+    data = p.add_subparsers(dest="data_command", required=True)
+    data.add_parser("list", help="the datasets galaxytune knows")
+    data.add_parser("info", help="files, hashes, licence and citation of one dataset").add_argument("name")
+    p = data.add_parser("download", help="download, verify and unpack a dataset (resumes if interrupted)")
+    p.add_argument("name")
+    p.add_argument("--dir", help="files go to DIR/NAME (default: ~/.cache/galaxytune/datasets/NAME)")
+    p.add_argument("--no-verify", action="store_true", help="allow files whose hash is unknown (warns loudly)")
     return parser
 
 
@@ -145,9 +154,21 @@ def _demo(args) -> None:
     print(f"Run folder: {result.run_dir}")
 
 
+def _data(args) -> None:
+    from galaxytune.data import registry
+
+    if args.data_command == "list":
+        print(registry.list_text())
+    elif args.data_command == "info":
+        print(registry.info_text(args.name))
+    else:
+        for path in registry.download(args.name, args.dir, verify=not args.no_verify):
+            print(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "cv": _cv, "evaluate": _evaluate, "predict": _predict, "demo": _demo}
+    handlers = {"train": _train, "cv": _cv, "evaluate": _evaluate, "predict": _predict, "demo": _demo, "data": _data}
     handler = handlers[args.command]
     try:
         handler(args)
