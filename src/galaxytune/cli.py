@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
 
     p = sub.add_parser("evaluate", help="score a trained model on a labelled set")
-    p.add_argument("--model", required=True, help="run folder of a trained model")
+    p.add_argument("--model", required=True, help="run folder of a trained model, or an exported .onnx file")
     p.add_argument("--data", required=True, help="image folder or CSV catalog with labels")
     p.add_argument("--split", choices=["all", "train", "val", "test"],
                    help="default: the run's test split on its own data, else every labelled image")
@@ -54,11 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_columns(p)
 
     p = sub.add_parser("predict", help="predict classes of new images")
-    p.add_argument("--model", required=True, help="run folder of a trained model")
+    p.add_argument("--model", required=True, help="run folder of a trained model, or an exported .onnx file")
     p.add_argument("images", nargs="+", help="image files, folders, or a CSV catalog")
     p.add_argument("--out", required=True, help="CSV file to write")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, help=TTA_HELP)
     _add_columns(p)
+
+    p = sub.add_parser("export", help="export a trained model to ONNX (decision rule included)")
+    p.add_argument("--model", required=True, help="run folder of a trained model")
+    p.add_argument("--out", help="ONNX file to write (default: MODEL/models/model.onnx)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
 
     p = sub.add_parser("demo", help="train on built-in synthetic galaxies (no data needed)")
     p.add_argument("--out", default="runs/demo", help="run folder to write (default: runs/demo)")
@@ -105,17 +110,26 @@ def _cv(args) -> None:
     print(f"Summary: {Path(args.out) / 'cv_summary.md'}")
 
 
+def _run_folder(model: str) -> Path:
+    """The run folder of a model given as that folder or as a file exported into it (ONNX)."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    return next((p for p in path.parents[:2] if (p / "config.yaml").is_file()), path.parent)
+
+
 def _evaluate(args) -> None:
     from galaxytune.evaluation.evaluate import evaluate
     from galaxytune.inference.predict import Predictor
     from galaxytune.report.html import write_evaluation_report
 
     predictor = Predictor.load(args.model)
+    home = _run_folder(args.model)
     result = evaluate(
         predictor, args.data, args.split, args.path_column or "filename", args.label_column or "label", args.tta,
-        run_dir=Path(args.model),
+        run_dir=home,
     )
-    folder = Path(args.report or Path(args.model) / f"evaluation-{Path(args.data).stem}-{args.split or 'default'}")
+    folder = Path(args.report or home / f"evaluation-{Path(args.data).stem}-{args.split or 'default'}")
     report = write_evaluation_report(
         folder, predictor.classes, result.y_true, result.predictions.probabilities, result.predictions.paths,
         title=f"{args.model} on {args.data} ({args.split or 'default split'})",
@@ -147,6 +161,14 @@ def _predict(args) -> None:
             print(f"  {path}: {err}")
 
 
+def _export(args) -> None:
+    from galaxytune.inference.onnx import export_onnx
+
+    path = export_onnx(args.model, args.out, args.opset)
+    print(f"Wrote {path} (checked against PyTorch with ONNX Runtime). Use it with "
+          f"`galaxytune predict --model {path} IMAGES --out predictions.csv` or any ONNX runtime.")
+
+
 def _demo(args) -> None:
     from galaxytune.demo import run_demo
 
@@ -168,7 +190,10 @@ def _data(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "cv": _cv, "evaluate": _evaluate, "predict": _predict, "demo": _demo, "data": _data}
+    handlers = {
+        "train": _train, "cv": _cv, "evaluate": _evaluate, "predict": _predict, "export": _export, "demo": _demo,
+        "data": _data,
+    }
     handler = handlers[args.command]
     try:
         handler(args)

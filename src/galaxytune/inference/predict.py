@@ -76,8 +76,14 @@ class Predictor:
         self.net, self.info = net.eval(), info
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> Predictor:
-        return cls(*load_model(run_dir))
+    def load(cls, path: str | Path) -> Predictor:
+        """A run folder (PyTorch) or an exported ``.onnx`` file (ONNX Runtime)."""
+        if str(path).lower().endswith(".onnx"):
+            from galaxytune.inference.onnx import OnnxNet
+
+            net = OnnxNet(path)
+            return cls(net, net.info)
+        return cls(*load_model(path))
 
     @property
     def classes(self) -> list[str]:
