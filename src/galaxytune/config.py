@@ -19,6 +19,7 @@ from galaxytune.errors import ConfigError
 from galaxytune.files import write_text
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+OFFSET_RULES = ("bagged", "greedy")
 
 
 @dataclass
@@ -108,6 +109,9 @@ class DecisionConfig:
     offsets: bool = True
     offset_range: float = 2.0
     """Largest absolute per-class logit offset tried; bounds how far the rule can overfit."""
+    offset_rule: str = "bagged"
+    """'bagged': offsets averaged over greedy fits on 20 bootstrap resamples of validation, robust
+    to small validation sets; 'greedy': one greedy fit on all of it (see docs/benchmarks.md)."""
     tta: bool = False
     """Fit the rule on the final network's TTA logits (8 rotations and flips; 8x the inference
     cost); the saved model then predicts and evaluates with TTA by default."""
@@ -144,6 +148,7 @@ class Config:
     def validate(self) -> None:
         for key, value, allowed in [
             ("decision.metric", self.decision.metric, METRICS),
+            ("decision.offset_rule", self.decision.offset_rule, OFFSET_RULES),
             ("trainer.monitor", self.trainer.monitor, METRICS),
             ("finetune.method", self.finetune.method, ("top-blocks", "lora", "full", "bias-norm", "head")),
             ("finetune.batchnorm", self.finetune.batchnorm, ("frozen", "train")),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from galaxytune.evaluation.metrics import METRIC_NAMES, expected_calibration_error
+from galaxytune.evaluation.metrics import METRIC_NAMES, confusion_matrices, confusion_scores, expected_calibration_error
 
 CI_METRICS = METRIC_NAMES
 
@@ -17,23 +17,8 @@ CI_METRICS = METRIC_NAMES
 def _scores(y: np.ndarray, probs: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Every metric on every resample; ``idx`` is (n_boot, n) row indices. Vectorised through
     per-resample confusion matrices, with the same definitions as sklearn's scores."""
-    k = probs.shape[1]
     pred = probs.argmax(axis=1)
-    yt, yp = y[idx], pred[idx]
-    n_boot = idx.shape[0]
-    flat = (np.arange(n_boot)[:, None] * k * k + yt * k + yp).ravel()
-    cm = np.bincount(flat, minlength=n_boot * k * k).reshape(n_boot, k, k).astype(float)
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    support, predicted = cm.sum(axis=2), cm.sum(axis=1)
-    present = support > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(present, tp / support, 0.0)
-        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
-    out = {
-        "accuracy": tp.sum(axis=1) / idx.shape[1],
-        "balanced_accuracy": recall.sum(axis=1) / present.sum(axis=1),
-        "macro_f1": f1.sum(axis=1) / ((support + predicted) > 0).sum(axis=1),
-    }
+    out = confusion_scores(confusion_matrices(y[idx], pred[idx], probs.shape[1]))
     out["ece"] = np.array([expected_calibration_error(y[i], probs[i]) for i in idx])
     return out
 

@@ -36,6 +36,31 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, metric: str) -> float:
     raise ValueError(f"unknown metric {metric}")
 
 
+def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    """(m, k, k) confusion matrices (rows: truth) of m label vectors: ``y_pred`` is (m, n),
+    ``y_true`` is (n,) or (m, n)."""
+    y_true = np.broadcast_to(y_true, y_pred.shape)
+    m = y_pred.shape[0]
+    flat = (np.arange(m)[:, None] * k * k + y_true * k + y_pred).ravel()
+    return np.bincount(flat, minlength=m * k * k).reshape(m, k, k).astype(float)
+
+
+def confusion_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """The choosable metrics of each of a stack of confusion matrices, with the same
+    definitions as ``score`` (sklearn's): fast enough to score thousands of candidate rules."""
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support, predicted = cm.sum(axis=2), cm.sum(axis=1)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, tp / support, 0.0)
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
+    return {
+        "accuracy": tp.sum(axis=1) / cm.sum(axis=(1, 2)),
+        "balanced_accuracy": recall.sum(axis=1) / present.sum(axis=1),
+        "macro_f1": f1.sum(axis=1) / ((support + predicted) > 0).sum(axis=1),
+    }
+
+
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     y_true = np.asarray(y_true)
     y_pred = probs.argmax(axis=1)

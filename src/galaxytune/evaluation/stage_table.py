@@ -60,6 +60,7 @@ def format_table(rows: list[dict], gains: list[dict] = ()) -> str:
         f"\nval n={n_val} (chooses checkpoints and the decision rule), test n={n_test} (reported only); "
         "[95% bootstrap interval]"
     )
+    lines += [row["rule"] for row in rows if "rule" in row]
     if gains:
         lines.append("\nGain of each stage over the one before, on test (paired bootstrap):")
         for g in gains:

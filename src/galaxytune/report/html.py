@@ -269,8 +269,7 @@ def write_run_report(run_dir: Path) -> Path:
 
     summary = _note(
         f"{info.get('architecture', '?')} at {info.get('image_size', '?')} px; classes: {', '.join(classes)}; "
-        f"stages: {', '.join(stages)}; decision rule: T={rule.temperature:.3f}, "
-        f"offsets={[round(o, 2) for o in rule.offsets] or 'none'}."
+        f"stages: {', '.join(stages)}; decision rule: {rule.describe()}."
     )
     sections = [summary]
     table = _read_csv(run_dir / "stage_table.csv")

@@ -23,7 +23,7 @@ from galaxytune.data.prepare import Prepared, prepare
 from galaxytune.data.transforms import mirror_permutation
 from galaxytune.decision import DecisionRule, fit_decision_rule
 from galaxytune.errors import ConfigError
-from galaxytune.evaluation.metrics import score
+from galaxytune.evaluation.metrics import expected_calibration_error, score
 from galaxytune.evaluation.stage_table import format_table, stage_gains, stage_row, write_table
 from galaxytune.files import atomic_path, write_json
 from galaxytune.inference.predict import DihedralTTA, run_batches
@@ -220,7 +220,8 @@ def _val_score(logits: np.ndarray, y: np.ndarray, cfg: Config) -> float:
     dc = cfg.decision
     if not (dc.enabled and dc.offsets):
         return score(y, logits.argmax(axis=1), cfg.trainer.monitor)
-    rule = fit_decision_rule(logits, y, dc.metric, temperature=False, max_offset=dc.offset_range)
+    rule = fit_decision_rule(logits, y, dc.metric, temperature=False, max_offset=dc.offset_range,
+                             rule=dc.offset_rule, seed=cfg.trainer.seed)
     return score(y, rule.adjusted_logits(logits).argmax(axis=1), dc.metric)
 
 
@@ -282,7 +283,8 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
         start = time.perf_counter()
         last = stages[-1]
         dc = cfg.decision
-        rule = fit_decision_rule(last.val_logits, y_val, dc.metric, dc.temperature, dc.offsets, dc.offset_range)
+        rule = fit_decision_rule(last.val_logits, y_val, dc.metric, dc.temperature, dc.offsets, dc.offset_range,
+                                 dc.offset_rule, cfg.trainer.seed)
         stages.append(StageOutput("decision", last.val_logits, last.test_logits, rule, time.perf_counter() - start))
     val_probs = [s.rule.probabilities(s.val_logits) for s in stages]
     test_probs = [s.rule.probabilities(s.test_logits) for s in stages]
@@ -290,10 +292,21 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
         stage_row(s.name, vp, tp, y_val, y_test, s.seconds, seed=cfg.trainer.seed)
         for s, vp, tp in zip(stages, val_probs, test_probs)
     ]
+    if cfg.decision.enabled:
+        table[-1]["rule"] = _rule_note(stages[-1], y_val, y_test)
     gains = stage_gains([s.name for s in stages], test_probs, y_test, seed=cfg.trainer.seed)
     if main:
         write_outputs(run_dir, cfg, net, data, stages, table, gains)
     return TrainResult(net, rule, data.classes, table, run_dir, stages, data, gains)
+
+
+def _rule_note(decision: StageOutput, y_val: np.ndarray, y_test: np.ndarray) -> str:
+    """The rule, and the ECE after its temperature alone: the decision row's ECE includes the
+    offsets, which trade calibration for the chosen metric."""
+    scaled = DecisionRule(decision.rule.temperature)
+    val, test = (expected_calibration_error(y, scaled.probabilities(logits))
+                 for y, logits in ((y_val, decision.val_logits), (y_test, decision.test_logits)))
+    return f"decision rule: {decision.rule.describe()}; ECE after the temperature alone: val {val:.4f}, test {test:.4f}"
 
 
 def write_outputs(
