@@ -22,10 +22,60 @@ METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 OFFSET_RULES = ("bagged", "greedy")
 
 
+DATA_FORMATS = ("auto", "folder", "csv", "gz2", "kaggle_gz", "gz_decals", "galaxy10", "fits")
+
+
+@dataclass
+class BinaryConfig:
+    """A yes/no question: ``column >= threshold`` is the positive class (docs/data_formats.md)."""
+
+    column: str = ""
+    threshold: float = 0.5
+    positive: str = "yes"
+    negative: str = "no"
+    votes: str = ""
+    """Column counting the votes on this question (or a sum 'a_count + b_count'), for min_votes."""
+    min_votes: int = 0
+
+
+@dataclass
+class LabelsConfig:
+    """Class labels from vote fractions (docs/data_formats.md); empty: labels from data.label_column."""
+
+    rules: list[dict[str, str]] = field(default_factory=list)
+    """Ordered '- class: "column >= 0.5 and column < 0.2"' entries; the first that holds wins."""
+    binary: BinaryConfig = field(default_factory=BinaryConfig)
+    votes: str = ""
+    """Column counting each galaxy's votes (or a sum 'a + b'); empty: the format's own, if any."""
+    min_votes: int = 0
+    min_confidence: float = 0.0
+    """Least product of the fractions a matched rule requires to be high (its '>=' and '>' clauses)."""
+
+
+@dataclass
+class FitsConfig:
+    """How FITS cutouts become 8-bit RGB (docs/data_formats.md)."""
+
+    bands: list[int] = field(default_factory=list)
+    """Planes shown as red, green, blue (or one: grey), counted from 0 over the file's image HDUs
+    and cube planes; empty: all planes of a file with one or three."""
+    band_files: list[str] = field(default_factory=list)
+    """One file per band: the name tokens of the bands, e.g. [_i, _r, _g]."""
+    stretch: str = "asinh"
+    """'asinh' or 'percentile' (linear between the percentiles)."""
+    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    asinh_softening: float = 0.1
+
+
 @dataclass
 class DataConfig:
     path: str = ""
-    """An image-folder root (train/, val/, optional test/) or a CSV catalog."""
+    """An image-folder root (train/, val/, optional test/), a CSV catalog, a Galaxy Zoo vote table
+    or an HDF5 file (docs/data_formats.md)."""
+    format: str = "auto"
+    """One of DATA_FORMATS; 'auto' tells them apart by file names and table columns."""
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    fits: FitsConfig = field(default_factory=FitsConfig)
     path_column: str = "filename"
     label_column: str = "label"
     image_size: int = 128
@@ -159,6 +209,7 @@ class Config:
         ]:
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
+        _validate_data_sources(self.data)
         if not 0 < self.data.center_crop <= 1:
             raise ConfigError(f"data.center_crop={self.data.center_crop} must be in (0, 1].")
         if self.data.image_size < 16:
@@ -189,6 +240,41 @@ class Config:
                 f"finetune.mirror_swap={swaps!r} must be a list of pairs of two different class names, "
                 "e.g. [[spiral_clockwise, spiral_anticlockwise]] (quote names that look like numbers)."
             )
+
+
+def _validate_data_sources(data: DataConfig) -> None:
+    from galaxytune.data.votes import parse_rules
+
+    if data.format not in DATA_FORMATS:
+        raise ConfigError(f"data.format={data.format!r} is not one of {', '.join(DATA_FORMATS)}.")
+    labels, fits = data.labels, data.fits
+    parse_rules(labels.rules)
+    if labels.rules and labels.binary.column:
+        raise ConfigError("data.labels has both rules and a binary question; keep one.")
+    for key, value in [("data.labels.min_votes", labels.min_votes),
+                       ("data.labels.binary.min_votes", labels.binary.min_votes)]:
+        if value < 0:
+            raise ConfigError(f"{key}={value} must be 0 or more.")
+    if not 0 <= labels.min_confidence <= 1:
+        raise ConfigError(f"data.labels.min_confidence={labels.min_confidence} must be between 0 and 1.")
+    if labels.binary.min_votes > 0 and not labels.binary.votes:
+        raise ConfigError("data.labels.binary.min_votes needs data.labels.binary.votes: the column counting the "
+                          "votes on that question (or a sum 'a_count + b_count').")
+    if labels.binary.positive == labels.binary.negative:
+        raise ConfigError("data.labels.binary.positive and .negative must be two different class names.")
+    if fits.stretch not in ("asinh", "percentile"):
+        raise ConfigError(f"data.fits.stretch={fits.stretch!r} is not one of asinh, percentile.")
+    if not (isinstance(fits.bands, list) and len(fits.bands) in (0, 1, 3)
+            and all(isinstance(b, int) and b >= 0 for b in fits.bands)):
+        raise ConfigError(f"data.fits.bands={fits.bands!r} must be one or three plane numbers from 0, e.g. [2, 1, 0].")
+    if not (isinstance(fits.band_files, list) and all(isinstance(t, str) and t for t in fits.band_files)):
+        raise ConfigError(f"data.fits.band_files={fits.band_files!r} must be file-name tokens, e.g. [_i, _r, _g].")
+    lo_hi = fits.percentiles
+    if not (isinstance(lo_hi, list) and len(lo_hi) == 2 and all(isinstance(v, (int, float)) for v in lo_hi)
+            and 0 <= lo_hi[0] < lo_hi[1] <= 100):
+        raise ConfigError(f"data.fits.percentiles={lo_hi!r} must be [low, high] with 0 <= low < high <= 100.")
+    if fits.asinh_softening <= 0:
+        raise ConfigError(f"data.fits.asinh_softening={fits.asinh_softening} must be above 0.")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:

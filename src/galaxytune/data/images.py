@@ -17,41 +17,54 @@ from PIL import Image, ImageFile
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from galaxytune.config import FitsConfig
+from galaxytune.data.fits import is_fits, read_fits
+from galaxytune.data.hdf5 import read_row, split_row_path
 from galaxytune.data.leakage import HASH_BYTES, perceptual_hash
 
 # A truncated file must raise, not come back silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def read_image(path: Path, size: int, center_crop: float = 1.0) -> np.ndarray:
+def _open(path: Path, fits: FitsConfig | None) -> Image.Image:
+    """An HDF5 row (``file.h5::17``), a FITS cutout (stretched per ``fits``) or an image file."""
+    if split_row_path(path) is not None:
+        return Image.fromarray(read_row(path))
+    if is_fits(path):
+        return Image.fromarray(read_fits(path, fits or FitsConfig()))
+    with Image.open(path) as im:
+        im.load()
+        return im.copy()
+
+
+def read_image(path: Path, size: int, center_crop: float = 1.0, fits: FitsConfig | None = None) -> np.ndarray:
     """The image at ``path`` as (3, size, size) uint8: square centre crop, then resize.
 
     Greyscale and 16-bit images become three equal channels scaled to 0..255.
     """
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I", "I;16", "I;16B", "F"):
-            arr = np.asarray(im, dtype=np.float32)
-            lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
-            im = Image.fromarray(arr.astype(np.uint8))
-        im = im.convert("RGB")
-        side = min(im.size) * center_crop
-        left, top = (im.width - side) / 2, (im.height - side) / 2
-        im = im.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
-        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+    im = _open(path, fits)
+    if im.mode in ("I", "I;16", "I;16B", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        im = Image.fromarray(arr.astype(np.uint8))
+    im = im.convert("RGB")
+    side = min(im.size) * center_crop
+    left, top = (im.width - side) / 2, (im.height - side) / 2
+    im = im.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 class _Decode(Dataset):
-    def __init__(self, paths: list[Path], size: int, center_crop: float):
-        self.paths, self.size, self.center_crop = paths, size, center_crop
+    def __init__(self, paths: list[Path], size: int, center_crop: float, fits: FitsConfig | None = None):
+        self.paths, self.size, self.center_crop, self.fits = paths, size, center_crop, fits
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return i, torch.from_numpy(read_image(self.paths[i], self.size, self.center_crop)), ""
+            return i, torch.from_numpy(read_image(self.paths[i], self.size, self.center_crop, self.fits)), ""
         except Exception as exc:  # any decoder failure means: skip this file, report why
             return i, None, f"{type(exc).__name__}: {exc}"
 
@@ -66,13 +79,16 @@ def default_workers(requested: int = -1) -> int:
     return min(8, max(0, (os.cpu_count() or 1) - 1))
 
 
-def iter_decoded(paths: list[Path], size: int, center_crop: float, workers: int, batch_size: int, desc: str):
+def iter_decoded(
+    paths: list[Path], size: int, center_crop: float, workers: int, batch_size: int, desc: str,
+    fits: FitsConfig | None = None,
+):
     """Stream ``(indices, uint8 batch, unreadable)`` over ``paths``, decoding in workers.
 
     ``unreadable`` lists ``(path, reason)`` for the files of this batch that failed.
     """
     loader = DataLoader(
-        _Decode(paths, size, center_crop), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+        _Decode(paths, size, center_crop, fits), batch_size=batch_size, num_workers=workers, collate_fn=_collate
     )
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
         good = [(i, arr) for i, arr, _ in batch if arr is not None]
@@ -94,10 +110,11 @@ class Decoded:
 
 
 def decode_all(
-    paths: list[Path], size: int, center_crop: float, cache: bool, workers: int, desc: str
+    paths: list[Path], size: int, center_crop: float, cache: bool, workers: int, desc: str,
+    fits: FitsConfig | None = None,
 ) -> Decoded:
     keep, bad, chunks, hashes = [], [], [], []
-    for indices, pixels, failed in iter_decoded(paths, size, center_crop, workers, 64, desc):
+    for indices, pixels, failed in iter_decoded(paths, size, center_crop, workers, 64, desc, fits):
         keep += indices
         bad += failed
         if indices:
@@ -118,8 +135,9 @@ class ImageSet(Dataset):
         size: int,
         center_crop: float = 1.0,
         pixels: torch.Tensor | None = None,
+        fits: FitsConfig | None = None,
     ):
-        self.paths, self.size, self.center_crop = paths, size, center_crop
+        self.paths, self.size, self.center_crop, self.fits = paths, size, center_crop, fits
         self.targets = torch.as_tensor(targets, dtype=torch.long)
         self.pixels = pixels
 
@@ -129,4 +147,4 @@ class ImageSet(Dataset):
     def __getitem__(self, i: int):
         if self.pixels is not None:
             return self.pixels[i], self.targets[i]
-        return torch.from_numpy(read_image(self.paths[i], self.size, self.center_crop)), self.targets[i]
+        return torch.from_numpy(read_image(self.paths[i], self.size, self.center_crop, self.fits)), self.targets[i]

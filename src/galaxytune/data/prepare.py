@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from galaxytune.config import DataConfig
+from galaxytune.data.formats import find_samples
 from galaxytune.data.images import ImageSet, decode_all, default_workers
 from galaxytune.data.leakage import find_overlaps, write_overlaps
-from galaxytune.data.sources import SPLITS, Sample, find_labelled
+from galaxytune.data.sources import SPLITS, Sample
 from galaxytune.data.splits import make_splits, write_splits
 from galaxytune.errors import DataError
 from galaxytune.files import write_csv
@@ -62,11 +63,11 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
 
     Unreadable images are dropped before splitting, so they cannot leave a split lopsided.
     """
-    found = find_labelled(cfg.path, cfg.path_column, cfg.label_column)
+    found = find_samples(cfg)
     everything = [s for split in SPLITS for s in found.get(split, [])]
     decoded = decode_all(
         [s.path for s in everything], cfg.image_size, cfg.center_crop,
-        want_cache(cfg, len(everything)), default_workers(cfg.num_workers), "decode images",
+        want_cache(cfg, len(everything)), default_workers(cfg.num_workers), "decode images", cfg.fits,
     )
     if decoded.bad and run_dir is not None:
         write_unreadable(decoded.bad, run_dir / "unreadable_images.csv")
@@ -89,7 +90,8 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
     for split, samples in splits.items():
         pixels = decoded.pixels[[row[s.path] for s in samples]] if decoded.pixels is not None else None
         sets[split] = ImageSet(
-            [s.path for s in samples], [index[s.label] for s in samples], cfg.image_size, cfg.center_crop, pixels
+            [s.path for s in samples], [index[s.label] for s in samples], cfg.image_size, cfg.center_crop, pixels,
+            cfg.fits,
         )
     if run_dir is not None:
         write_splits(splits, run_dir / "splits.csv")

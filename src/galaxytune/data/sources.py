@@ -9,9 +9,11 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from galaxytune.data.fits import FITS_SUFFIXES
+from galaxytune.data.hdf5 import HDF5_SUFFIXES, file_of, row_paths
 from galaxytune.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", *FITS_SUFFIXES)
 SPLITS = ("train", "val", "test")
 # Folder names some public sets use for the validation split.
 SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -24,7 +26,7 @@ class Sample:
 
 
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return path.name.lower().endswith(IMAGE_EXTENSIONS) and not path.name.startswith(".")
 
 
 def _class_folder(folder: Path) -> list[Sample]:
@@ -104,7 +106,7 @@ def _from_csv(csv_path: Path, path_column: str, label_column: str) -> dict[str, 
         if not label or not rel:
             raise DataError(f"{csv_path} line {line}: empty '{path_column}' or '{label_column}'.")
         path = base / rel
-        if not path.is_file():
+        if not file_of(path).is_file():  # an HDF5 row (file.h5::17) needs its file
             missing.append(f"line {line}: {path}")
             continue
         # An optional 'split' column (train/val/test) fixes the split in the catalog itself.
@@ -141,13 +143,16 @@ def find_labelled(path: str | Path, path_column: str, label_column: str) -> dict
 
 
 def find_images(paths: list[str | Path]) -> list[Path]:
-    """Image files named directly or found (recursively) under the folders given."""
+    """Image files named directly or found (recursively) under the folders given; an HDF5 file
+    stands for all its rows, a row path (``file.h5::17``) for one."""
     found: list[Path] = []
     for item in paths:
         path = Path(item).expanduser()
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
-        elif path.is_file():
+        elif path.is_file() and path.name.lower().endswith(HDF5_SUFFIXES):
+            found += row_paths(path)
+        elif file_of(path).is_file():
             found.append(path)
         else:
             raise DataError(f"{path} does not exist.")

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from galaxytune.config import Config
-from galaxytune.data.sources import SPLITS, find_labelled
+from galaxytune.config import Config, LabelsConfig
+from galaxytune.data.formats import find_samples
+from galaxytune.data.sources import SPLITS
 from galaxytune.errors import DataError
 from galaxytune.evaluation.metrics import METRIC_NAMES as METRICS
 from galaxytune.files import write_csv, write_dict_csv, write_text
@@ -26,7 +27,7 @@ DONE = "fold_complete"  # written after the fold's run has written everything
 
 def write_fold_catalogs(cfg: Config, out: Path, folds: int) -> list[Path]:
     """One CSV catalog (with a train/val/test ``split`` column) per fold."""
-    found = find_labelled(cfg.data.path, cfg.data.path_column, cfg.data.label_column)
+    found = find_samples(cfg.data)
     samples = [s for split in SPLITS for s in found.get(split, [])]
     labels = np.array([s.label for s in samples])
     smallest = min(np.unique(labels, return_counts=True)[1])
@@ -51,7 +52,10 @@ def write_fold_catalogs(cfg: Config, out: Path, folds: int) -> list[Path]:
 
 
 def fold_config(cfg: Config, catalog: Path) -> Config:
-    data = dataclasses.replace(cfg.data, path=str(catalog), path_column="filename", label_column="label")
+    # The fold catalog holds the labels already made from the data's own format.
+    data = dataclasses.replace(
+        cfg.data, path=str(catalog), path_column="filename", label_column="label", format="csv", labels=LabelsConfig()
+    )
     return dataclasses.replace(cfg, data=data)
 
 
