@@ -226,6 +226,9 @@ def test_fits_bands_from_a_cube_extensions_or_files(tmp_path):
     assert red_first[0].max() == 255 and red_first[1:].max() == 0
     extensions = fits_file(tmp_path / "ext.fits.gz", faint, bright, faint)
     assert read_image(extensions, 8)[1].max() == 255 and read_image(extensions, 8)[0].max() == 0
+    packed = tmp_path / "tiled.fz"  # fpack: an empty primary HDU, then tile-compressed images
+    fits.HDUList([fits.PrimaryHDU(), *(fits.CompImageHDU(p) for p in (bright, faint, faint))]).writeto(packed)
+    assert read_image(packed, 8)[0].max() == 255 and read_image(packed, 8)[1:].max() == 0
     for band, plane in (("_g", faint), ("_r", bright), ("_i", faint)):
         fits_file(tmp_path / f"J1{band}.fits", plane)
     per_file = read_image(tmp_path / "J1_g.fits", 8, fits=FitsConfig(band_files=["_g", "_r", "_i"]))
@@ -250,6 +253,22 @@ def test_folder_of_fits_with_one_file_per_band(tmp_path):
     found = samples(tmp_path / "d", format="fits", fits={"band_files": ["_g", "_r", "_i"]})["train"]
     assert sorted(found) == [(f"{c}{i}_g.fits", c) for c in "ab" for i in range(3)]
     assert len(samples(tmp_path / "d")["train"]) == 2 * (9 + 1)  # every file an image without band_files
+
+
+@pytest.mark.parametrize("cache", ["yes", "no"])
+def test_prepare_decodes_fits_with_the_configured_bands(tmp_path, cache):
+    bright = np.full((12, 12), 5.0, np.float32)
+    bright[0, 0] = 0
+    faint = np.zeros((12, 12), np.float32)
+    for label in ("a", "b"):
+        (tmp_path / "d" / label).mkdir(parents=True)
+        for i in range(6):
+            fits_file(tmp_path / "d" / label / f"{i}.fits", np.stack([faint, faint, bright + i]))
+    cfg = load_config(base={"data": {"path": str(tmp_path / "d"), "image_size": 16, "num_workers": 0,
+                                     "cache_images": cache, "leakage": "off", "fits": {"bands": [2, 1, 0]}}})
+    prepared = prepare(cfg.data, tmp_path)
+    pixels, _ = prepared.sets["train"][0]  # from the cache, or decoded again from the file
+    assert pixels[0].max() == 255 and pixels[1:].max() == 0
 
 
 def test_labels_from_votes_need_a_vote_table(tmp_path):

@@ -70,6 +70,9 @@ def parse_rules(rules: object, where: str = "data.labels.rules") -> list[Rule]:
         if not isinstance(text, str) or not str(label).strip():
             raise ConfigError(f"{where}[{i}]: the condition of class {label!r} must be a quoted text, not {text!r}.")
         parsed.append(Rule(str(label), parse_condition(text, f"{where}[{i}] ({label})")))
+    if any(not rule.conditions for rule in parsed[:-1]) or (parsed and not parsed[0].conditions):
+        raise ConfigError(f"{where}: '{OTHERWISE}' belongs to the last rule, after at least one other "
+                          "(rules after it could never match).")
     return parsed
 
 
