@@ -67,3 +67,11 @@ def test_shipped_presets_load():
     assert presets
     for preset in presets:
         load_config(preset)
+
+
+def test_words_yaml_1_1_would_turn_into_booleans_stay_words(tmp_path):
+    cfg = load_config(overrides=["data.leakage=off", "data.cache_images=no", "finetune.augment=false"])
+    assert (cfg.data.leakage, cfg.data.cache_images, cfg.finetune.augment) == ("off", "no", False)
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  leakage: off\n  cache_images: yes\n")
+    assert (load_config(path).data.leakage, load_config(path).data.cache_images) == ("off", "yes")

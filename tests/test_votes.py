@@ -113,7 +113,7 @@ def test_rule_naming_a_missing_column_names_it_the_file_and_close_names(tmp_path
     ({"rules": [{"smooth": "a = 0.5"}]}, r"rules\[0\] \(smooth\): 'a = 0.5' is not 'column >= number'"),
     ({"rules": [{"smooth": 0.5}]}, "must be a quoted text"),
     ({"rules": [{"all": "otherwise"}, {"smooth": "a >= 0.5"}]}, "'otherwise' belongs to the last rule"),
-    ({"rules": [{"s": "a >= 0.5"}], "binary": {"column": "b"}}, "both rules and a binary question"),
+    ({"rules": [{"s": "a >= 0.5"}], "binary": {"column": "b"}}, "more than one of rules, binary and soft"),
     ({"binary": {"column": "b", "min_votes": 5}}, "binary.min_votes needs data.labels.binary.votes"),
     ({"rule": []}, r"Unknown config key 'data\.labels\.rule'\. Did you mean data\.labels\.rules\?"),
 ])

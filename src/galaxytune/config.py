@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -50,6 +51,9 @@ class LabelsConfig:
     min_votes: int = 0
     min_confidence: float = 0.0
     """Least product of the fractions a matched rule requires to be high (its '>=' and '>' clauses)."""
+    soft: dict[str, str] = field(default_factory=dict)
+    """Soft targets for one question: class -> its vote-fraction column. Training fits the fractions
+    themselves (cross-entropy to the fraction vector); a galaxy's class is its most-voted answer."""
 
 
 @dataclass
@@ -249,8 +253,12 @@ def _validate_data_sources(data: DataConfig) -> None:
         raise ConfigError(f"data.format={data.format!r} is not one of {', '.join(DATA_FORMATS)}.")
     labels, fits = data.labels, data.fits
     parse_rules(labels.rules)
-    if labels.rules and labels.binary.column:
-        raise ConfigError("data.labels has both rules and a binary question; keep one.")
+    if sum(map(bool, (labels.rules, labels.binary.column, labels.soft))) > 1:
+        raise ConfigError("data.labels declares more than one of rules, binary and soft; keep one.")
+    if labels.soft and not (isinstance(labels.soft, dict) and len(labels.soft) >= 2
+                            and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.soft.items())):
+        raise ConfigError(f"data.labels.soft={labels.soft!r} must map two or more class names to their "
+                          "vote-fraction columns, e.g. {smooth: t01_smooth_or_features_a01_smooth_fraction, ...}.")
     for key, value in [("data.labels.min_votes", labels.min_votes),
                        ("data.labels.binary.min_votes", labels.binary.min_votes)]:
         if value < 0:
@@ -328,13 +336,31 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with only true/false as booleans: YAML 1.1 would read 'data.leakage: off' or
+    'data.cache_images: no' as False and lose the word the user wrote."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """Turn ``finetune.lr=3e-4`` into ``{'finetune': {'lr': 0.0003}}`` (value parsed as YAML)."""
     if "=" not in text:
         raise ConfigError(f"Override '{text}' must look like section.key=value.")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = read_yaml(raw) if raw else ""
     except yaml.YAMLError:
         raise ConfigError(f"Override '{text}': the value is not valid YAML; quote it.") from None
     nested: dict[str, Any] = {}
@@ -360,7 +386,7 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist.")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):

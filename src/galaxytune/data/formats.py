@@ -19,7 +19,16 @@ from galaxytune.data.galaxy_zoo import GZ2_TABLES, KAGGLE_TABLE, READERS, Catalo
 from galaxytune.data.hdf5 import HDF5_SUFFIXES
 from galaxytune.data.sources import SPLIT_ALIASES, Sample, find_labelled
 from galaxytune.data.tables import numbers, read_header
-from galaxytune.data.votes import Labels, by_column, by_rules, by_threshold, parse_rules, rule_columns, vote_columns
+from galaxytune.data.votes import (
+    Labels,
+    by_column,
+    by_fractions,
+    by_rules,
+    by_threshold,
+    parse_rules,
+    rule_columns,
+    vote_columns,
+)
 from galaxytune.errors import ConfigError, DataError
 
 FORMATS = ("auto", "folder", "csv", "gz2", "kaggle_gz", "gz_decals", "galaxy10", "fits")
@@ -61,7 +70,7 @@ def find_samples(cfg: DataConfig) -> dict[str, list[Sample]]:
     if not root.exists():
         raise DataError(f"Data path {root} does not exist.")
     fmt = detect_format(root) if cfg.format == "auto" else cfg.format
-    from_votes = bool(cfg.labels.rules or cfg.labels.binary.column)
+    from_votes = bool(cfg.labels.rules or cfg.labels.binary.column or cfg.labels.soft)
     if from_votes and fmt in ("folder", "galaxy10", "fits"):
         raise ConfigError(f"data.labels declares labels from votes, but {root} is read as '{fmt}', which has no "
                           "vote columns. Point data.path at a vote table, or remove data.labels.")
@@ -102,6 +111,8 @@ def _labels(catalog: Catalog, cfg: DataConfig) -> Labels:
     if labels.rules:
         values = {c: _floats(catalog, c) for c in rule_columns(parse_rules(labels.rules))}
         return by_rules(labels, values, votes, catalog.votes)
+    if labels.soft:
+        return by_fractions(labels, {c: _floats(catalog, c) for c in labels.soft.values()}, votes, catalog.votes)
     if labels.binary.column:
         binary = labels.binary
         question = _vote_sum(catalog, binary.votes) if binary.min_votes > 0 else None
@@ -129,7 +140,8 @@ def vote_samples(catalog: Catalog, cfg: DataConfig) -> dict[str, list[Sample]]:
         if path is None or not path.is_file():
             no_image.append(path)
             continue
-        by_split.setdefault(_split(catalog, row), []).append(Sample(path, label))
+        fractions = None if labels.fractions is None else tuple(labels.fractions[row].tolist())
+        by_split.setdefault(_split(catalog, row), []).append(Sample(path, label, fractions))
     if no_image:
         example = next((p for p in no_image if p is not None), None)
         dropped["without an image file" + (f" (e.g. {example})" if example else "")] = len(no_image)

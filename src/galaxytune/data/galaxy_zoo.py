@@ -62,6 +62,8 @@ def wanted_columns(cfg: DataConfig, votes: str, header: list[str]) -> dict[str, 
     labels, wanted = cfg.labels, {}
     if labels.rules:
         wanted = dict.fromkeys(rule_columns(parse_rules(labels.rules)), "data.labels.rules")
+    elif labels.soft:
+        wanted = dict.fromkeys(labels.soft.values(), "data.labels.soft")
     elif labels.binary.column:
         wanted[labels.binary.column] = "data.labels.binary.column"
         if labels.binary.min_votes > 0:

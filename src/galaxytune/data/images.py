@@ -126,7 +126,11 @@ def decode_all(
 
 
 class ImageSet(Dataset):
-    """(uint8 image, class index) pairs, from the in-memory cache or decoded from disk."""
+    """(uint8 image, target) pairs, from the in-memory cache or decoded from disk.
+
+    The target is the class index, or with soft targets the vector of vote fractions (``.targets``
+    keeps the class indices for metrics and the decision rule either way).
+    """
 
     def __init__(
         self,
@@ -136,15 +140,23 @@ class ImageSet(Dataset):
         center_crop: float = 1.0,
         pixels: torch.Tensor | None = None,
         fits: FitsConfig | None = None,
+        soft: list[tuple[float, ...]] | None = None,
     ):
         self.paths, self.size, self.center_crop, self.fits = paths, size, center_crop, fits
         self.targets = torch.as_tensor(targets, dtype=torch.long)
+        self.soft = None if soft is None else torch.as_tensor(soft, dtype=torch.float32).reshape(len(paths), -1)
         self.pixels = pixels
+
+    @property
+    def fit_targets(self) -> torch.Tensor:
+        """What training fits: vote fractions with soft targets, else class indices."""
+        return self.targets if self.soft is None else self.soft
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        target = self.fit_targets[i]
         if self.pixels is not None:
-            return self.pixels[i], self.targets[i]
-        return torch.from_numpy(read_image(self.paths[i], self.size, self.center_crop, self.fits)), self.targets[i]
+            return self.pixels[i], target
+        return torch.from_numpy(read_image(self.paths[i], self.size, self.center_crop, self.fits)), target

@@ -82,7 +82,8 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
         if emptied:
             raise DataError(f"Every image of class(es) {', '.join(emptied)} is unreadable; see unreadable_images.csv.")
     splits = make_splits(found, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
-    classes = sorted({s.label for s in splits["train"]})
+    # Soft targets span every answer of the question, even one that is never the top answer in train.
+    classes = sorted(cfg.labels.soft) if cfg.labels.soft else sorted({s.label for s in splits["train"]})
     index = {c: i for i, c in enumerate(classes)}
     # Row of each readable sample in the decoded pixel block.
     row = {everything[i].path: r for r, i in enumerate(decoded.keep)}
@@ -91,7 +92,7 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
         pixels = decoded.pixels[[row[s.path] for s in samples]] if decoded.pixels is not None else None
         sets[split] = ImageSet(
             [s.path for s in samples], [index[s.label] for s in samples], cfg.image_size, cfg.center_crop, pixels,
-            cfg.fits,
+            cfg.fits, [s.fractions for s in samples] if cfg.labels.soft else None,
         )
     if run_dir is not None:
         write_splits(splits, run_dir / "splits.csv")

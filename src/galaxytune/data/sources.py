@@ -23,6 +23,8 @@ SPLIT_ALIASES = {"train": ("train",), "val": ("val", "valid", "validation"), "te
 class Sample:
     path: Path
     label: str
+    fractions: tuple[float, ...] | None = None
+    """Vote fractions over the classes (in sorted class order) when training on soft targets."""
 
 
 def is_image(path: Path) -> bool:

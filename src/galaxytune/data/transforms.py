@@ -49,7 +49,10 @@ def random_dihedral(
 
 
 def dihedral_targets(y: torch.Tensor, which: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
-    """Class targets of images transformed by ``which``: mirrored ones take ``mirror[y]``."""
+    """Targets of images transformed by ``which``: mirrored ones take class ``mirror[y]``, or
+    for soft targets (one row of class fractions per image) the columns permuted by ``mirror``."""
+    if y.dim() == 2:
+        return torch.where(mirrored(which)[:, None], y[:, mirror], y)
     return torch.where(mirrored(which), mirror[y], y)
 
 

@@ -108,6 +108,8 @@ class Labels:
     """One per galaxy; None where it was dropped."""
     dropped: dict[str, int]
     """Reason -> number of galaxies dropped for it (zero counts left out)."""
+    fractions: np.ndarray | None = None
+    """(galaxies, classes) vote fractions summing to 1, classes in sorted order (soft targets)."""
 
 
 def _enough_votes(votes: np.ndarray | None, minimum: int, what: str, keep: np.ndarray, dropped: dict) -> None:
@@ -157,6 +159,25 @@ def by_threshold(
     labels = np.where(fraction >= b.threshold, b.positive, b.negative).astype(object)
     labels[~keep] = None
     return Labels(labels.tolist(), {k: v for k, v in dropped.items() if v})
+
+
+def by_fractions(
+    cfg: LabelsConfig, values: Mapping[str, np.ndarray], votes: np.ndarray | None, votes_name: str
+) -> Labels:
+    """Soft targets from ``cfg.soft``: each galaxy's fractions over the question's answers,
+    renormalised to sum to 1 (debiased fractions need not), and its most-voted answer as class."""
+    names = sorted(cfg.soft)
+    fractions = np.stack([values[cfg.soft[name]] for name in names], axis=1)
+    total = np.nansum(fractions, axis=1)
+    keep, dropped = np.ones(len(fractions), bool), {}
+    _enough_votes(votes, cfg.min_votes, votes_name, keep, dropped)
+    unanswered = keep & ~(total > 0)
+    dropped[f"with no votes on {', '.join(cfg.soft.values())}"] = int(unanswered.sum())
+    keep &= ~unanswered
+    fractions = np.nan_to_num(fractions) / np.where(total > 0, total, 1)[:, None]
+    labels = np.array(names, dtype=object)[fractions.argmax(axis=1)]
+    labels[~keep] = None
+    return Labels(labels.tolist(), {k: v for k, v in dropped.items() if v}, fractions)
 
 
 def by_column(

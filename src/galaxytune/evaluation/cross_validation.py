@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedKFold
 from galaxytune.config import Config, LabelsConfig
 from galaxytune.data.formats import find_samples
 from galaxytune.data.sources import SPLITS
-from galaxytune.errors import DataError
+from galaxytune.errors import ConfigError, DataError
 from galaxytune.evaluation.metrics import METRIC_NAMES as METRICS
 from galaxytune.files import write_csv, write_dict_csv, write_text
 
@@ -88,6 +88,10 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: int, train_fn) -> li
     """Run ``train_fn(config, run_dir, overwrite=True)`` on each fold not yet done, then summarise."""
     if folds < 2:
         raise DataError("Cross-validation needs --folds 2 or more.")
+    if cfg.data.labels.soft:
+        # The fold catalogs hold one label per galaxy; training them would silently drop the fractions.
+        raise ConfigError("galaxytune cv does not carry soft targets (data.labels.soft) into its folds yet; "
+                          "cross-validate with data.labels.rules or a label column instead.")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     done = [(out / f"fold_{i}" / DONE).is_file() for i in range(folds)]

@@ -19,16 +19,25 @@ GAIN_METRICS = METRICS
 
 def stage_row(
     name: str, val_probs: np.ndarray, test_probs: np.ndarray, y_val: np.ndarray, y_test: np.ndarray,
-    seconds: float, seed: int = 0,
+    seconds: float, seed: int = 0, fractions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
+    """``fractions``: the val and test vote fractions, with soft targets: adds their RMSE."""
     row: dict = {"stage": name}
     for split, probs, y in (("val", val_probs, y_val), ("test", test_probs, y_test)):
         for key, value in classification_metrics(y, probs).items():
             row[f"{split}_{key}"] = value
+    if fractions is not None:
+        for split, probs, f in (("val", val_probs, fractions[0]), ("test", test_probs, fractions[1])):
+            row[f"{split}_vote_rmse"] = vote_rmse(probs, f)
     for key, (lo, hi) in bootstrap_intervals(y_test, test_probs, seed=seed).items():
         row[f"test_{key}_ci_low"], row[f"test_{key}_ci_high"] = lo, hi
     row["seconds"] = round(seconds, 1)
     return row
+
+
+def vote_rmse(probs: np.ndarray, fractions: np.ndarray) -> float:
+    """Root-mean-square difference between predicted probabilities and volunteers' vote fractions."""
+    return float(np.sqrt(np.mean((np.asarray(probs) - np.asarray(fractions)) ** 2)))
 
 
 def stage_gains(names: list[str], test_probs: list[np.ndarray], y_test: np.ndarray, seed: int = 0) -> list[dict]:
@@ -61,6 +70,9 @@ def format_table(rows: list[dict], gains: list[dict] = ()) -> str:
         "[95% bootstrap interval]"
     )
     lines += [row["rule"] for row in rows if "rule" in row]
+    if "test_vote_rmse" in rows[0]:
+        lines.append("Vote-fraction RMSE (val / test): " + ", ".join(
+            f"{r['stage']} {r['val_vote_rmse']:.4f} / {r['test_vote_rmse']:.4f}" for r in rows))
     if gains:
         lines.append("\nGain of each stage over the one before, on test (paired bootstrap):")
         for g in gains:

@@ -81,7 +81,8 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
-        self.val_metrics.update(logits, y)
+        # Soft targets (vote fractions) are scored as classes by their most-voted answer.
+        self.val_metrics.update(logits, y.argmax(dim=1) if y.is_floating_point() else y)
 
     def on_validation_epoch_end(self):
         self.log_dict(self.val_metrics.compute(), prog_bar=True)

@@ -119,8 +119,8 @@ def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Pa
             _Features(net), dataset, 128, f"features {split}", _image_workers(cfg, dataset)
         )
     head = nn.Sequential(nn.Dropout(cfg.model.drop_rate), net.head)
-    train = TensorDataset(feats["train"], data.sets["train"].targets)
-    val = TensorDataset(feats["val"], data.sets["val"].targets)
+    train = TensorDataset(feats["train"], data.sets["train"].fit_targets)
+    val = TensorDataset(feats["val"], data.sets["val"].fit_targets)
     module = ClassifierModule(
         head, len(data.classes), [{"params": list(head.parameters()), "lr": tc.lr, "weight_decay": tc.weight_decay}]
     )
@@ -288,8 +288,10 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
         stages.append(StageOutput("decision", last.val_logits, last.test_logits, rule, time.perf_counter() - start))
     val_probs = [s.rule.probabilities(s.val_logits) for s in stages]
     test_probs = [s.rule.probabilities(s.test_logits) for s in stages]
+    soft = data.sets["val"].soft
+    fractions = None if soft is None else (soft.numpy(), data.sets["test"].soft.numpy())
     table = [
-        stage_row(s.name, vp, tp, y_val, y_test, s.seconds, seed=cfg.trainer.seed)
+        stage_row(s.name, vp, tp, y_val, y_test, s.seconds, seed=cfg.trainer.seed, fractions=fractions)
         for s, vp, tp in zip(stages, val_probs, test_probs)
     ]
     if cfg.decision.enabled:

@@ -1,0 +1,98 @@
+"""Soft targets: training on volunteers' vote fractions, scored as classes and by vote RMSE."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, draw
+from PIL import Image
+
+import galaxytune
+from galaxytune.cli import main
+from galaxytune.config import LabelsConfig, load_config
+from galaxytune.data.prepare import prepare
+from galaxytune.data.transforms import dihedral_targets
+from galaxytune.data.votes import by_fractions
+from galaxytune.errors import ConfigError
+from galaxytune.evaluation.stage_table import vote_rmse
+
+SOFT = {"red": "f_red", "green": "f_green", "blue": "f_blue"}
+
+
+def test_fractions_are_renormalised_and_the_top_answer_is_the_class():
+    values = {"f_red": np.array([0.6, 0.1, np.nan, 0.0]), "f_green": np.array([0.2, 0.5, np.nan, 0.0]),
+              "f_blue": np.array([0.0, 0.2, np.nan, 0.0])}
+    out = by_fractions(LabelsConfig(soft=SOFT), values, None, "")
+    assert out.labels == ["red", "green", None, None]
+    assert out.dropped == {"with no votes on f_red, f_green, f_blue": 2}
+    # Columns in sorted class order (blue, green, red), each row summing to 1.
+    np.testing.assert_allclose(out.fractions[0], [0.0, 0.25, 0.75])
+    np.testing.assert_allclose(out.fractions[1], [0.25, 0.625, 0.125])
+
+
+def test_mirrored_images_get_their_fraction_columns_swapped():
+    y = torch.tensor([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
+    which = torch.tensor([0, 4])  # identity, then a mirror flip
+    mirror = torch.tensor([1, 0, 2])  # classes 0 and 1 are mirror images
+    out = dihedral_targets(y, which, mirror)
+    assert torch.equal(out, torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1]]))
+
+
+def test_vote_rmse():
+    assert vote_rmse(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]])) == pytest.approx(0.5)
+
+
+def _vote_table(root, n_per_class: int = 16):
+    """A vote table whose fractions favour each image's colour, 70/20/10."""
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for label in SOFT:
+        for i in range(n_per_class):
+            name = f"img/{label}_{i}.png"
+            Image.fromarray(draw(label, rng)).save(root / name)
+            others = [c for c in SOFT if c != label]
+            rows.append({"filename": name, f"f_{label}": 0.7, f"f_{others[0]}": 0.2, f"f_{others[1]}": 0.1})
+    with open(root / "votes.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["filename", "f_red", "f_green", "f_blue"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "votes.csv"
+
+
+def test_training_on_vote_fractions_reports_their_rmse(tmp_path, weights_file):
+    table = _vote_table(tmp_path / "data")
+    overrides = [f"data.labels.soft.{k}={v}" for k, v in SOFT.items()]
+    data = prepare(load_config(overrides=[*overrides, f"data.path={table}", "data.image_size=32"]).data, None)
+    assert data.classes == ["blue", "green", "red"]
+    x, target = data.sets["train"][0]
+    assert target.dtype == torch.float32 and target.sum().item() == pytest.approx(1.0)
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(table), "--out", str(run), "--weights", str(weights_file),
+                 *FAST, *overrides]) == 0
+    rows = {r["stage"]: r for r in csv.DictReader(open(run / "stage_table.csv"))}
+    assert list(rows) == ["transfer", "finetune", "decision"]
+    # The reported RMSE is that of the saved model's probabilities against each test galaxy's votes.
+    outputs = np.load(run / "stage_outputs.npz")
+    votes = {row["filename"]: row for row in csv.DictReader(open(table))}
+    fractions = np.array([[float(votes[str(Path(p).relative_to(table.parent))][f"f_{c}"]) for c in data.classes]
+                          for p in outputs["test_paths"]])
+    probs = galaxytune.load(run).info.rule.probabilities(outputs["decision_test"])
+    assert float(rows["decision"]["test_vote_rmse"]) == pytest.approx(vote_rmse(probs, fractions))
+    assert "Vote-fraction RMSE (val / test)" in (run / "stage_table.md").read_text()
+
+
+def test_soft_targets_are_one_question_and_not_yet_for_cv(tmp_path):
+    with pytest.raises(ConfigError, match="more than one of rules, binary and soft"):
+        load_config(overrides=["data.labels.soft.a=x", "data.labels.soft.b=y", "data.labels.binary.column=z"])
+    with pytest.raises(ConfigError, match="two or more class names"):
+        load_config(overrides=["data.labels.soft.a=x"])
+    table = _vote_table(tmp_path / "data", 4)
+    code = main(["cv", "--data", str(table), "--out", str(tmp_path / "cv"), "--folds", "2",
+                 *[f"data.labels.soft.{k}={v}" for k, v in SOFT.items()]])
+    assert code == 2
