@@ -302,3 +302,30 @@ def test_real_gz2_kaggle_and_decals_samples():
     assert len(decals) == 6 and {name for name, _ in decals} >= {"J081412.47+220853.0.png"}
     with pytest.raises(DataError, match="expected one gz_decals_volunteers_\\*.csv table"):
         samples(FIXTURES / "galaxy_zoo_decals", labels={"rules": rules})
+
+
+def test_a_model_trained_on_fits_predicts_new_cutouts_with_the_same_bands(tmp_path, weights_file):
+    import torch
+
+    from galaxytune.cli import main
+    from galaxytune.inference.predict import Predictor
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        for label, plane in (("a", 0), ("b", 2)):
+            (tmp_path / "d" / split / label).mkdir(parents=True)
+            for i in range(n):
+                cube = rng.normal(0, 0.1, (3, 12, 12)).astype("f4")
+                cube[plane, 3:9, 3:9] += 5
+                fits_file(tmp_path / "d" / split / label / f"{i}.fits", cube)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(run), "--weights", str(weights_file),
+                 "data.fits.bands=[2, 1, 0]", "data.image_size=32", "data.num_workers=0", "transfer.epochs=2",
+                 "finetune.enabled=false", "trainer.progress=false"]) == 0
+    predictor = Predictor.load(run)
+    assert predictor.info.fits_config.bands == [2, 1, 0]
+    new = tmp_path / "d" / "test" / "b" / "0.fits"
+    expected = predictor.net(torch.from_numpy(read_image(new, 32, 1.0, FitsConfig(bands=[2, 1, 0])))[None])
+    np.testing.assert_allclose(predictor.predict(new).probabilities,
+                               predictor.info.rule.probabilities(expected.detach().numpy()), atol=1e-5)
+    assert not np.array_equal(read_image(new, 32), read_image(new, 32, 1.0, FitsConfig(bands=[2, 1, 0])))

@@ -126,7 +126,7 @@ def _evaluate(args) -> None:
     predictor = Predictor.load(args.model)
     home = _run_folder(args.model)
     result = evaluate(
-        predictor, args.data, args.split, args.path_column or "filename", args.label_column or "label", args.tta,
+        predictor, args.data, args.split, args.path_column, args.label_column, args.tta,
         run_dir=home,
     )
     folder = Path(args.report or home / f"evaluation-{Path(args.data).stem}-{args.split or 'default'}")

@@ -31,7 +31,8 @@ from galaxytune.data.votes import (
 )
 from galaxytune.errors import ConfigError, DataError
 
-FORMATS = ("auto", "folder", "csv", "gz2", "kaggle_gz", "gz_decals", "galaxy10", "fits")
+VOTELESS_FORMATS = ("folder", "galaxy10", "fits")
+"""Formats whose labels come with the images, never from vote columns."""
 
 
 def table_format(header: list[str]) -> str:
@@ -71,7 +72,7 @@ def find_samples(cfg: DataConfig) -> dict[str, list[Sample]]:
         raise DataError(f"Data path {root} does not exist.")
     fmt = detect_format(root) if cfg.format == "auto" else cfg.format
     from_votes = bool(cfg.labels.rules or cfg.labels.binary.column or cfg.labels.soft)
-    if from_votes and fmt in ("folder", "galaxy10", "fits"):
+    if from_votes and fmt in VOTELESS_FORMATS:
         raise ConfigError(f"data.labels declares labels from votes, but {root} is read as '{fmt}', which has no "
                           "vote columns. Point data.path at a vote table, or remove data.labels.")
     if fmt == "galaxy10":

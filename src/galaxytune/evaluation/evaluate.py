@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from galaxytune.data.sources import SPLITS, Sample, find_labelled
+from galaxytune.config import DataConfig, LabelsConfig, load_config
+from galaxytune.data.formats import VOTELESS_FORMATS, detect_format, find_samples
+from galaxytune.data.sources import SPLITS, Sample
 from galaxytune.errors import DataError
 from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.inference.predict import Predictions, Predictor
@@ -36,16 +38,30 @@ def run_splits(run_dir: Path, data: str) -> dict[str, list[Sample]] | None:
     return found
 
 
+def data_config(data: str, run_dir: Path | None, path_column: str | None, label_column: str | None) -> DataConfig:
+    """How to read ``data``: the run's own data settings (format, vote labels, FITS stretch)
+    where the run folder has them, with the columns given here taking precedence."""
+    config = run_dir / "config.yaml" if run_dir is not None else None
+    cfg = load_config(config).data if config is not None and config.is_file() else DataConfig()
+    cfg.path = str(data)
+    cfg.path_column = path_column or cfg.path_column
+    cfg.label_column = label_column or cfg.label_column
+    if Path(data).expanduser().exists() and detect_format(Path(data).expanduser()) in VOTELESS_FORMATS:
+        cfg.labels = LabelsConfig()  # e.g. trained on a vote table, scored on class folders
+    return cfg
+
+
 def evaluate(
-    predictor: Predictor, data: str, split: str | None = None, path_column: str = "filename",
-    label_column: str = "label", tta: bool | None = None, run_dir: Path | None = None,
+    predictor: Predictor, data: str, split: str | None = None, path_column: str | None = None,
+    label_column: str | None = None, tta: bool | None = None, run_dir: Path | None = None,
 ) -> Evaluation:
     """Metrics of ``predictor`` on the labelled set ``data``.
 
     On the data its run (``run_dir``) was trained on, the splits are the run's own
     (``splits.csv``) and ``split`` defaults to its test split: carved val/test splits exist
     only there, and scoring training images would flatter the model. Elsewhere ``split``
-    defaults to every labelled image found. ``tta``: see :meth:`Predictor.logits` (None: as the
+    defaults to every labelled image found, read as the run read its own data (same format and
+    label rules; see :func:`data_config`). ``tta``: see :meth:`Predictor.logits` (None: as the
     model expects).
     """
     found = run_splits(run_dir, data) if run_dir is not None else None
@@ -55,7 +71,7 @@ def evaluate(
         if split in ("all", "train", "val"):
             print(f"Warning: the model was trained or tuned on {'some of ' if split == 'all' else ''}these images.")
     else:
-        found = find_labelled(data, path_column, label_column)
+        found = find_samples(data_config(data, run_dir, path_column, label_column))
         split = split or "all"
     wanted = SPLITS if split == "all" else (split,)
     samples = [s for name in wanted for s in found.get(name, [])]

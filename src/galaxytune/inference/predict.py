@@ -111,7 +111,8 @@ class Predictor:
         paths = find_images(list(images))
         kept, logits, bad = [], [], []
         for idx, pixels, failed in iter_decoded(
-            paths, self.info.image_size, self.info.center_crop, default_workers(workers), batch_size, "predict"
+            paths, self.info.image_size, self.info.center_crop, default_workers(workers), batch_size, "predict",
+            self.info.fits_config,
         ):
             kept += [paths[i] for i in idx]
             bad += failed

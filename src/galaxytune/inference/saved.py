@@ -15,6 +15,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from galaxytune.config import FitsConfig
 from galaxytune.data.transforms import mirror_permutation
 from galaxytune.decision import DecisionRule
 from galaxytune.errors import ModelError
@@ -38,6 +39,12 @@ class ModelInfo:
     """Pairs of classes that a mirror flip swaps (``finetune.mirror_swap``), for TTA."""
     tta: bool = False
     """The decision rule was fitted on TTA logits (``decision.tta``): predict with TTA by default."""
+    fits: dict[str, Any] = field(default_factory=dict)
+    """How FITS cutouts were turned into images (``data.fits``), so new cutouts get the same stretch."""
+
+    @property
+    def fits_config(self) -> FitsConfig | None:
+        return FitsConfig(**self.fits) if self.fits else None
 
     @property
     def rule(self) -> DecisionRule:

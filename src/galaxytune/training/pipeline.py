@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -320,7 +320,7 @@ def write_outputs(
         architecture=cfg.model.name, classes=data.classes, image_size=cfg.data.image_size,
         center_crop=cfg.data.center_crop, mean=net.mean.flatten().tolist(), std=net.std.flatten().tolist(),
         decision=stages[-1].rule.to_dict(), create_kwargs=cfg.model.kwargs,
-        mirror_swap=cfg.finetune.mirror_swap, tta=cfg.decision.tta,
+        mirror_swap=cfg.finetune.mirror_swap, tta=cfg.decision.tta, fits=asdict(cfg.data.fits),
     )
     save_model(net, info, run_dir / "models")
     write_table(table, gains, run_dir)

@@ -1,8 +1,10 @@
-"""Soft targets: training on volunteers' vote fractions, scored as classes and by vote RMSE."""
+"""Training from vote tables: soft targets (the vote fractions themselves, scored as classes and
+by vote RMSE), and vote-rule labels carried from training to evaluation on other data."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +48,9 @@ def test_vote_rmse():
     assert vote_rmse(np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]])) == pytest.approx(0.5)
 
 
-def _vote_table(root, n_per_class: int = 16):
+def _vote_table(root, n_per_class: int = 16, seed: int = 0):
     """A vote table whose fractions favour each image's colour, 70/20/10."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     (root / "img").mkdir(parents=True)
     rows = []
     for label in SOFT:
@@ -96,3 +98,16 @@ def test_soft_targets_are_one_question_and_not_yet_for_cv(tmp_path):
     code = main(["cv", "--data", str(table), "--out", str(tmp_path / "cv"), "--folds", "2",
                  *[f"data.labels.soft.{k}={v}" for k, v in SOFT.items()]])
     assert code == 2
+
+
+def test_evaluate_reads_other_data_with_the_runs_vote_rules(tmp_path, weights_file, capsys):
+    rules = ['data.labels.rules=[{red: "f_red >= 0.5"}, {green: "f_green >= 0.5"}, {blue: otherwise}]']
+    table = _vote_table(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(table), "--out", str(run), "--weights", str(weights_file), *FAST, *rules]) == 0
+    other = _vote_table(tmp_path / "other", 3, seed=5)  # a vote table, no label column: only the rules can label it
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run), "--data", str(other), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "9 of 9 galaxies labelled (blue 3, green 3, red 3)" in out
+    assert json.loads(out.strip().splitlines()[-1])["n"] == 9
