@@ -329,3 +329,15 @@ def test_a_model_trained_on_fits_predicts_new_cutouts_with_the_same_bands(tmp_pa
     np.testing.assert_allclose(predictor.predict(new).probabilities,
                                predictor.info.rule.probabilities(expected.detach().numpy()), atol=1e-5)
     assert not np.array_equal(read_image(new, 32), read_image(new, 32, 1.0, FitsConfig(bands=[2, 1, 0])))
+
+
+def test_leakage_guard_compares_hdf5_rows_by_their_content(tmp_path, capsys):
+    g10 = galaxy10_file(tmp_path / "g10.h5", 40, [0, 1] * 12)
+    with h5py.File(g10, "r+") as handle:
+        handle["images"][12:] = handle["images"][:12]  # rows 12..23 repeat rows 0..11 (same classes)
+    prepare(DataConfig(path=str(g10), image_size=16, num_workers=0), tmp_path)
+    assert "also in an earlier split" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path / "leakage.csv")))
+    assert rows and all(r["kind"] == "identical file" for r in rows)
+    for r in rows:
+        assert abs(int(r["path"].split("::")[1]) - int(r["other_path"].split("::")[1])) == 12

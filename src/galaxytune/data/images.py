@@ -7,6 +7,7 @@ decoding at all (a large win on CPUs; the cutouts are small).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,18 +56,26 @@ def read_image(path: Path, size: int, center_crop: float = 1.0, fits: FitsConfig
     return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
+def content_digest(path: Path) -> str:
+    """SHA-256 of what an image is stored as: the file's bytes, or an HDF5 row's array."""
+    if split_row_path(path) is not None:
+        return hashlib.sha256(read_row(path).tobytes()).hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 class _Decode(Dataset):
-    def __init__(self, paths: list[Path], size: int, center_crop: float, fits: FitsConfig | None = None):
-        self.paths, self.size, self.center_crop, self.fits = paths, size, center_crop, fits
+    def __init__(self, paths: list[Path], size: int, center_crop: float, fits: FitsConfig | None, digests: bool):
+        self.paths, self.size, self.center_crop, self.fits, self.digests = paths, size, center_crop, fits, digests
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return i, torch.from_numpy(read_image(self.paths[i], self.size, self.center_crop, self.fits)), ""
+            pixels = torch.from_numpy(read_image(self.paths[i], self.size, self.center_crop, self.fits))
+            return i, pixels, content_digest(self.paths[i]) if self.digests else "", ""
         except Exception as exc:  # any decoder failure means: skip this file, report why
-            return i, None, f"{type(exc).__name__}: {exc}"
+            return i, None, "", f"{type(exc).__name__}: {exc}"
 
 
 def _collate(items):
@@ -81,20 +90,23 @@ def default_workers(requested: int = -1) -> int:
 
 def iter_decoded(
     paths: list[Path], size: int, center_crop: float, workers: int, batch_size: int, desc: str,
-    fits: FitsConfig | None = None,
+    fits: FitsConfig | None = None, digests: bool = False,
 ):
-    """Stream ``(indices, uint8 batch, unreadable)`` over ``paths``, decoding in workers.
+    """Stream ``(indices, uint8 batch, digests, unreadable)`` over ``paths``, decoding in workers.
 
-    ``unreadable`` lists ``(path, reason)`` for the files of this batch that failed.
+    ``digests``: SHA-256 of each decoded image's stored content (empty unless asked for), from
+    the same pass so that the leakage guard need not read every file again. ``unreadable``
+    lists ``(path, reason)`` for the files of this batch that failed.
     """
     loader = DataLoader(
-        _Decode(paths, size, center_crop, fits), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+        _Decode(paths, size, center_crop, fits, digests), batch_size=batch_size, num_workers=workers,
+        collate_fn=_collate,
     )
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
-        good = [(i, arr) for i, arr, _ in batch if arr is not None]
-        bad = [(paths[i], err) for i, arr, err in batch if arr is None]
-        pixels = torch.stack([arr for _, arr in good]) if good else torch.empty((0, 3, size, size), dtype=torch.uint8)
-        yield [i for i, _ in good], pixels, bad
+        good = [(i, arr, digest) for i, arr, digest, _ in batch if arr is not None]
+        bad = [(paths[i], err) for i, arr, _, err in batch if arr is None]
+        pixels = torch.stack([arr for _, arr, _ in good]) if good else torch.empty((0, 3, size, size), torch.uint8)
+        yield [i for i, _, _ in good], pixels, [d for _, _, d in good if d], bad
 
 
 @dataclass
@@ -107,22 +119,28 @@ class Decoded:
     """(len(keep), 3, S, S) uint8 when cached, else None."""
     hashes: np.ndarray
     """(len(keep), 32) packed perceptual hashes, for the leakage guard."""
+    digests: list[str]
+    """SHA-256 of each kept image's stored content, for the leakage guard."""
 
 
 def decode_all(
     paths: list[Path], size: int, center_crop: float, cache: bool, workers: int, desc: str,
     fits: FitsConfig | None = None,
 ) -> Decoded:
-    keep, bad, chunks, hashes = [], [], [], []
-    for indices, pixels, failed in iter_decoded(paths, size, center_crop, workers, 64, desc, fits):
+    keep, bad, chunks, hashes, digests = [], [], [], [], []
+    for indices, pixels, batch_digests, failed in iter_decoded(
+        paths, size, center_crop, workers, 64, desc, fits, digests=True
+    ):
         keep += indices
+        digests += batch_digests
         bad += failed
         if indices:
             hashes.append(perceptual_hash(pixels))
         if cache:
             chunks.append(pixels)
     pixels = torch.cat(chunks) if cache and chunks else None
-    return Decoded(keep, bad, pixels, np.concatenate(hashes) if hashes else np.zeros((0, HASH_BYTES), np.uint8))
+    hashes = np.concatenate(hashes) if hashes else np.zeros((0, HASH_BYTES), np.uint8)
+    return Decoded(keep, bad, pixels, hashes, digests)
 
 
 class ImageSet(Dataset):

@@ -8,7 +8,6 @@ training image inflates every number in the stage table.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +44,6 @@ def hash_distance(hashes: np.ndarray, one: np.ndarray) -> np.ndarray:
     return POPCOUNT[np.bitwise_xor(hashes, one)].sum(axis=1)
 
 
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 @dataclass
 class Overlap:
     split: str
@@ -66,11 +61,11 @@ PAIRS = (("val", "train"), ("test", "train"), ("test", "val"))
 
 
 def find_overlaps(
-    paths: dict[str, list[Path]], hashes: dict[str, np.ndarray], max_distance: int
+    paths: dict[str, list[Path]], hashes: dict[str, np.ndarray], digests: dict[str, list[str]], max_distance: int
 ) -> list[Overlap]:
-    """Images of val (test) identical or perceptually within ``max_distance`` bits of one in
-    train (train or val). Each image is reported once, against its first match."""
-    digests = {split: [file_hash(p) for p in ps] for split, ps in paths.items()}
+    """Images of val (test) identical (same SHA-256 ``digests`` of their stored content) or
+    perceptually within ``max_distance`` bits of one in train (train or val). Each image is
+    reported once, against its first match."""
     found, seen = [], set()
     for split, other in PAIRS:
         index = dict(zip(digests[other], paths[other]))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from galaxytune.config import DataConfig
 from galaxytune.data.formats import find_samples
-from galaxytune.data.images import ImageSet, decode_all, default_workers
+from galaxytune.data.images import Decoded, ImageSet, decode_all, default_workers
 from galaxytune.data.leakage import find_overlaps, write_overlaps
 from galaxytune.data.sources import SPLITS, Sample
 from galaxytune.data.splits import make_splits, write_splits
@@ -34,12 +34,13 @@ def write_unreadable(bad: list[tuple[Path, str]], path: Path) -> None:
 
 
 def guard_leakage(
-    splits: dict[str, list[Sample]], hashes, row: dict[Path, int], cfg: DataConfig, run_dir: Path | None
+    splits: dict[str, list[Sample]], decoded: Decoded, row: dict[Path, int], cfg: DataConfig, run_dir: Path | None
 ) -> None:
     """Report val/test images also in train, and test images also in val; stop the run if configured to."""
     paths = {split: [s.path for s in samples] for split, samples in splits.items()}
-    split_hashes = {split: hashes[[row[p] for p in ps]] for split, ps in paths.items()}
-    overlaps = find_overlaps(paths, split_hashes, cfg.leakage_max_distance)
+    split_hashes = {split: decoded.hashes[[row[p] for p in ps]] for split, ps in paths.items()}
+    split_digests = {split: [decoded.digests[row[p]] for p in ps] for split, ps in paths.items()}
+    overlaps = find_overlaps(paths, split_hashes, split_digests, cfg.leakage_max_distance)
     if not overlaps:
         return
     where = ""
@@ -97,5 +98,5 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
     if run_dir is not None:
         write_splits(splits, run_dir / "splits.csv")
     if cfg.leakage != "off":
-        guard_leakage(splits, decoded.hashes, row, cfg, run_dir)
+        guard_leakage(splits, decoded, row, cfg, run_dir)
     return Prepared(classes, sets, splits, decoded.bad)

@@ -110,7 +110,7 @@ class Predictor:
             images = [images]
         paths = find_images(list(images))
         kept, logits, bad = [], [], []
-        for idx, pixels, failed in iter_decoded(
+        for idx, pixels, _, failed in iter_decoded(
             paths, self.info.image_size, self.info.center_crop, default_workers(workers), batch_size, "predict",
             self.info.fits_config,
         ):
