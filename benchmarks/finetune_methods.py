@@ -12,7 +12,8 @@ script records whether the guard would have kept the transfer weights. The split
 
 Finished runs are skipped when the command is repeated, so an interrupted benchmark resumes.
 Writes OUT/<dataset>/<method>/seed<k>/ (run folder + result.json), OUT/summary.json and prints
-a Markdown table per dataset. Test figures are reported only: nothing here is chosen on them.
+a Markdown table per dataset. The validation columns are what a choice between methods may
+use; the test columns are reported only.
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def summarise(results: list[dict]) -> str:
         r0 = mine[0]
         lines += [
             f"\n### {dataset} (train {r0['n_train']:,}, test {r0['n_test']:,})\n",
-            "| method | trainable params | adapter | s / epoch | peak RSS | test acc | test macro-F1 "
-            "| + decision: acc | + decision: macro-F1 | beat transfer on val | seeds |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| method | trainable params | adapter | s / epoch | peak RSS | val acc | val macro-F1 | test acc "
+            "| test macro-F1 | + decision: test acc | + decision: test macro-F1 | beat transfer on val | seeds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method in METHODS:
             runs = [r for r in mine if r["method"] == method]
@@ -135,6 +136,8 @@ def summarise(results: list[dict]) -> str:
                 method, f"{trainable:,}", f"{adapter / 1e6:.2f} MB" if adapter else "-",
                 f"{np.mean(per_epoch):.0f}" if per_epoch else "-",
                 f"{max(r['peak_rss_mb'] for r in runs):,.0f} MB",
+                mean_std([r["model_stage"]["val_accuracy"] for r in runs]),
+                mean_std([r["model_stage"]["val_macro_f1"] for r in runs]),
                 mean_std([r["model_stage"]["test_accuracy"] for r in runs]),
                 mean_std([r["model_stage"]["test_macro_f1"] for r in runs]),
                 mean_std([r["decision_stage"]["test_accuracy"] for r in runs]),
