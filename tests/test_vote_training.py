@@ -111,3 +111,15 @@ def test_evaluate_reads_other_data_with_the_runs_vote_rules(tmp_path, weights_fi
     out = capsys.readouterr().out
     assert "9 of 9 galaxies labelled (blue 3, green 3, red 3)" in out
     assert json.loads(out.strip().splitlines()[-1])["n"] == 9
+
+
+def test_temperature_is_calibrated_to_vote_fractions_with_soft_targets():
+    from scipy.special import softmax
+
+    from galaxytune.decision import fit_temperature
+
+    logits = np.random.default_rng(0).normal(0, 3, (500, 3))
+    fractions = softmax(logits / 3, axis=1)  # the volunteers are less sure than the logits
+    top = fractions.argmax(axis=1)
+    assert fit_temperature(logits, top, fractions) == pytest.approx(3.0, rel=0.01)
+    assert fit_temperature(logits, top) < 0.1  # fitted to the top answers alone it sharpens instead

@@ -59,11 +59,17 @@ class DecisionRule:
         return text
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The T in [0.05, 20] that minimises validation NLL (searched on log T)."""
+def fit_temperature(logits: np.ndarray, y: np.ndarray, fractions: np.ndarray | None = None) -> float:
+    """The T in [0.05, 20] that minimises validation NLL (searched on log T).
+
+    With ``fractions`` (soft targets: each galaxy's vote fractions) the NLL is the cross-entropy
+    to those fractions, so that probabilities are calibrated as vote fractions rather than
+    sharpened towards the most-voted answer.
+    """
+    target = np.eye(logits.shape[1])[y] if fractions is None else np.asarray(fractions, dtype=np.float64)
 
     def nll(log_t: float) -> float:
-        return -log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(y)), y].mean()
+        return -(target * log_softmax(logits / np.exp(log_t), axis=1)).sum(axis=1).mean()
 
     result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
@@ -129,10 +135,12 @@ def fit_offsets(
 def fit_decision_rule(
     logits: np.ndarray, y: np.ndarray, metric: str, temperature: bool = True,
     offsets: bool = True, max_offset: float = 2.0, rule: str = "bagged", seed: int = 0,
+    fractions: np.ndarray | None = None,
 ) -> DecisionRule:
+    """``fractions``: vote fractions of soft targets, which the temperature then calibrates to."""
     logits = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y)
-    t = fit_temperature(logits, y) if temperature else 1.0
+    t = fit_temperature(logits, y, fractions) if temperature else 1.0
     b = fit_offsets(logits / t, y, metric, max_offset, rule, seed) if offsets else [0.0] * logits.shape[1]
     return DecisionRule(temperature=t, offsets=b)
 

@@ -278,18 +278,18 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
     if cfg.decision.tta:
         stages.append(_timed(run_tta, cfg, net, data))
     y_val, y_test = _targets(data.sets["val"]), _targets(data.sets["test"])
+    soft = data.sets["val"].soft
+    fractions = None if soft is None else (soft.numpy(), data.sets["test"].soft.numpy())
     rule = DecisionRule()
     if cfg.decision.enabled:
         start = time.perf_counter()
         last = stages[-1]
         dc = cfg.decision
         rule = fit_decision_rule(last.val_logits, y_val, dc.metric, dc.temperature, dc.offsets, dc.offset_range,
-                                 dc.offset_rule, cfg.trainer.seed)
+                                 dc.offset_rule, cfg.trainer.seed, None if fractions is None else fractions[0])
         stages.append(StageOutput("decision", last.val_logits, last.test_logits, rule, time.perf_counter() - start))
     val_probs = [s.rule.probabilities(s.val_logits) for s in stages]
     test_probs = [s.rule.probabilities(s.test_logits) for s in stages]
-    soft = data.sets["val"].soft
-    fractions = None if soft is None else (soft.numpy(), data.sets["test"].soft.numpy())
     table = [
         stage_row(s.name, vp, tp, y_val, y_test, s.seconds, seed=cfg.trainer.seed, fractions=fractions)
         for s, vp, tp in zip(stages, val_probs, test_probs)
