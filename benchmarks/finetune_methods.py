@@ -102,12 +102,13 @@ def run_one(args, dataset: str, method: str, seed: int) -> None:
     (folder / "result.json").write_text(json.dumps(out, indent=1))
 
 
-def mean_std(values: list[float], digits: int = 3) -> str:
+def mean_std(values: list[float], digits: int = 3, sign: str = "") -> str:
+    """Mean ± sample standard deviation (``sign='+'`` shows the sign of gains)."""
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+        return f"{values[0]:{sign}.{digits}f}"
+    return f"{np.mean(values):{sign}.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def summarise(results: list[dict]) -> str:
@@ -144,7 +145,33 @@ def summarise(results: list[dict]) -> str:
                 mean_std([r["decision_stage"]["test_macro_f1"] for r in runs]),
                 f"{sum(beat)} of {len(beat)}" if beat else "-", str(len(runs)),
             ]) + " |")
+        lines += default_recipe(mine)
     return "\n".join(lines)
+
+
+def default_recipe(runs: list[dict]) -> list[str]:
+    """The default recipe per seed, guard on: what the guard would have kept is the top-blocks
+    run where its finetune beat the transfer stage on validation, else the head-only run of the
+    same seed (same transfer stage; its decision rule fitted on the transfer logits)."""
+    by = {(r["method"], r["seed"]): r for r in runs}
+    seeds = sorted(seed for method, seed in by if method == "top-blocks" and ("head", seed) in by)
+    if not seeds:
+        return []
+    kept = []
+    for seed in seeds:
+        top = by[("top-blocks", seed)]
+        kept.append(top if top["stages"]["finetune"]["beat_incoming"] else by[("head", seed)])
+    lines = [f"\nDefault recipe (top-blocks, guard on), seeds {', '.join(map(str, seeds))}: finetune kept in "
+             f"{sum(r['method'] == 'top-blocks' for r in kept)} of {len(kept)}."]
+    for stage in ("model_stage", "decision_stage"):
+        name = "before the decision rule" if stage == "model_stage" else "after the decision rule"
+        lines.append(f"- {name}: " + ", ".join(
+            f"test {m} {mean_std([r[stage][f'test_{m}'] for r in kept])}"
+            for m in ("accuracy", "balanced_accuracy", "macro_f1")))
+    gains = {m: [r["decision_stage"][f"test_{m}"] - r["model_stage"][f"test_{m}"] for r in kept]
+             for m in ("accuracy", "balanced_accuracy", "macro_f1")}
+    lines.append("- decision rule's test gain: " + ", ".join(f"{m} {mean_std(v, sign='+')}" for m, v in gains.items()))
+    return lines
 
 
 def main(argv=None) -> int:
