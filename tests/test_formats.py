@@ -341,3 +341,35 @@ def test_leakage_guard_compares_hdf5_rows_by_their_content(tmp_path, capsys):
     assert rows and all(r["kind"] == "identical file" for r in rows)
     for r in rows:
         assert abs(int(r["path"].split("::")[1]) - int(r["other_path"].split("::")[1])) == 12
+
+
+def test_gz2_images_where_the_registry_download_unpacks_them(tmp_path):
+    write_csv(tmp_path / "gz2_hart16.csv", ["dr7objid", "gz2_class"], [[11, "Ei"], [12, "Sc"]])
+    write_csv(tmp_path / "gz2_filename_mapping.csv", ["objid", "sample", "asset_id"], [[11, "o", 101], [12, "o", 102]])
+    for asset in (101, 102):
+        jpeg(tmp_path / "images_gz2" / "images" / f"{asset}.jpg")  # galaxytune data download gz2_hart16
+    assert samples(tmp_path, label_column="gz2_class")["train"] == [("101.jpg", "Ei"), ("102.jpg", "Sc")]
+
+
+def test_galaxy_mnist_files_keep_their_classes_in_labels(tmp_path):
+    path = tmp_path / "train_dataset.hdf5"
+    with h5py.File(path, "w") as handle:
+        handle["images"] = np.zeros((3, 64, 64, 3), np.uint8)
+        handle["labels"] = np.array([3, 0, 1])
+    assert [label for _, label in samples(path)["train"]] == ["unbarred_spiral", "smooth_round", "smooth_cigar"]
+
+
+def test_prediction_on_a_folder_of_per_band_files_takes_each_galaxy_once(tmp_path):
+    from galaxytune.inference.predict import Predictor
+    from galaxytune.inference.saved import ModelInfo
+    from galaxytune.models.backbone import create_classifier
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "new").mkdir()
+    for i in range(2):
+        for band in ("_g", "_r", "_i"):
+            fits_file(tmp_path / "new" / f"J{i}{band}.fits", rng.normal(size=(10, 10)).astype("f4"))
+    info = ModelInfo("resnet18", ["a", "b"], 16, 1.0, [0.5] * 3, [0.5] * 3,
+                     fits={"band_files": ["_i", "_r", "_g"]})
+    predictions = Predictor(create_classifier("resnet18", 2, weights="none"), info).predict(tmp_path / "new", workers=0)
+    assert sorted(p.name for p in predictions.paths) == ["J0_i.fits", "J1_i.fits"] and not predictions.unreadable

@@ -13,7 +13,7 @@ from conftest import FAST, write_folder
 
 from galaxytune.cli import main
 from galaxytune.errors import ModelError
-from galaxytune.inference.onnx import INFO_KEY
+from galaxytune.inference.onnx import INFO_KEY, export_onnx
 from galaxytune.inference.predict import Predictor
 
 
@@ -66,3 +66,25 @@ def test_a_file_that_is_not_a_galaxytune_onnx_model_is_refused(tmp_path, capsys)
         Predictor.load(bad)
     assert main(["predict", "--model", str(bad), str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 2
     assert "broken.onnx" in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
+
+
+def test_a_model_with_a_tta_rule_gets_its_tta_inside_the_graph(tmp_path):
+    from galaxytune.inference.saved import ModelInfo, save_model
+    from galaxytune.models.backbone import create_classifier
+
+    torch.manual_seed(0)
+    net = create_classifier("resnet18", 3, weights="none").eval()
+    torch.nn.init.normal_(net.head.weight, std=0.5)  # logits that depend on orientation
+    info = ModelInfo("resnet18", ["a", "b", "c"], 32, 1.0, [0.5] * 3, [0.5] * 3,
+                     decision={"temperature": 1.5, "offsets": [0.2, -0.1, -0.1]},
+                     mirror_swap=[["a", "b"]], tta=True)
+    save_model(net, info, tmp_path / "models")
+    path = export_onnx(tmp_path)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    logits, probs = onnxruntime.InferenceSession(str(path)).run(None, {"images": images.numpy()})
+    predictor = Predictor.load(tmp_path)  # the PyTorch path, TTA on as the model asks
+    expected = predictor.info.rule.probabilities(predictor.logits(images, tta=True))
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    single_view = predictor.info.rule.probabilities(predictor.logits(images, tta=False))
+    assert np.abs(single_view - expected).max() > 1e-3  # TTA changes the answer: the check has teeth
+    np.testing.assert_allclose(logits, predictor.logits(images, tta=False), atol=1e-4)

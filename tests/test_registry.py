@@ -252,3 +252,11 @@ def test_cli_download_into_dir(server, tmp_path, monkeypatch, capsys):
     assert "--no-verify" in capsys.readouterr().err
     assert main(["data", "download", "tiny", "--dir", str(tmp_path / "e"), "--no-verify"]) == 0
     assert (tmp_path / "e" / "tiny" / "t.csv").read_bytes() == b"a,b\n"
+
+
+@pytest.mark.parametrize("name", ["images.zip", "set.tar.gz", "table.csv.gz"])
+def test_an_archive_that_is_not_one_is_a_clear_error(tmp_path, name):
+    archive = tmp_path / name
+    archive.write_bytes(b"<html>Service unavailable</html>")  # what an unchecked download may hold
+    with pytest.raises(DataError, match=f"Cannot unpack .*{name}.*download it again"):
+        unpack(archive, tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, draw
+from conftest import FAST, draw, write_folder
 from PIL import Image
 
 import galaxytune
@@ -89,7 +89,7 @@ def test_training_on_vote_fractions_reports_their_rmse(tmp_path, weights_file):
     assert "Vote-fraction RMSE (val / test)" in (run / "stage_table.md").read_text()
 
 
-def test_soft_targets_are_one_question_and_not_yet_for_cv(tmp_path):
+def test_soft_targets_are_one_question_and_not_yet_for_cv(tmp_path, capsys):
     with pytest.raises(ConfigError, match="more than one of rules, binary and soft"):
         load_config(overrides=["data.labels.soft.a=x", "data.labels.soft.b=y", "data.labels.binary.column=z"])
     with pytest.raises(ConfigError, match="two or more class names"):
@@ -97,7 +97,7 @@ def test_soft_targets_are_one_question_and_not_yet_for_cv(tmp_path):
     table = _vote_table(tmp_path / "data", 4)
     code = main(["cv", "--data", str(table), "--out", str(tmp_path / "cv"), "--folds", "2",
                  *[f"data.labels.soft.{k}={v}" for k, v in SOFT.items()]])
-    assert code == 2
+    assert code == 2 and "does not carry soft targets" in capsys.readouterr().err
 
 
 def test_evaluate_reads_other_data_with_the_runs_vote_rules(tmp_path, weights_file, capsys):
@@ -111,6 +111,13 @@ def test_evaluate_reads_other_data_with_the_runs_vote_rules(tmp_path, weights_fi
     out = capsys.readouterr().out
     assert "9 of 9 galaxies labelled (blue 3, green 3, red 3)" in out
     assert json.loads(out.strip().splitlines()[-1])["n"] == 9
+    # Data that carries its labels is read as such, not through the run's vote rules.
+    write_folder(tmp_path / "folder", {"red": 2, "green": 2, "blue": 2}, seed=7)
+    labelled = tmp_path / "folder" / "labels.csv"
+    labelled.write_text("filename,label\n" + "".join(f"{c}/{c}_0.png,{c}\n" for c in SOFT))
+    for data in (tmp_path / "folder", labelled):
+        assert main(["evaluate", "--model", str(run), "--data", str(data), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] in (6, 3)
 
 
 def test_temperature_is_calibrated_to_vote_fractions_with_soft_targets():

@@ -88,13 +88,25 @@ def fetch(url: str, known_hash: str | None, folder: Path, name: str, progressbar
         raise DataError(f"Download of {name} from {url} failed: {exc}.{resume}") from exc
     except ValueError as exc:  # pooch's hash mismatch; it has already deleted the download
         raise DataError(f"{exc} (source: {url})") from exc
+    except OSError as exc:  # a folder that cannot be created or written, a full disk
+        raise DataError(f"Cannot save {name} in {folder}: {exc}. Choose another folder with --dir.") from exc
     finally:
         logger.setLevel(level)
 
 
 def unpack(path: Path, folder: Path) -> Path:
     """Unpack a zip, tar or single-file .gz into ``folder`` (once); return what was unpacked."""
-    path, folder = Path(path), Path(folder)
+    try:
+        return _unpack(Path(path), Path(folder))
+    except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError, OSError) as exc:
+        # e.g. an HTML error page saved under the archive's name by an unchecked (--no-verify) download
+        reason = " ".join(str(exc).split())
+        raise DataError(
+            f"Cannot unpack {path}: {type(exc).__name__}: {reason}. Delete it and download it again."
+        ) from exc
+
+
+def _unpack(path: Path, folder: Path) -> Path:
     name = path.name
     if name.endswith(".zip"):
         return _unpack_into(folder / name[: -len(".zip")], lambda tmp: _extract_zip(path, tmp))

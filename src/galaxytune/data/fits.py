@@ -21,6 +21,12 @@ def is_fits(path: Path) -> bool:
     return path.name.lower().endswith(FITS_SUFFIXES)
 
 
+def is_other_band(path: Path, fits: FitsConfig) -> bool:
+    """A FITS file of a band other than the first, with one file per band (``fits.band_files``):
+    it is read together with the first band's file, not as a galaxy of its own."""
+    return bool(fits.band_files) and is_fits(path) and fits.band_files[0] not in path.name
+
+
 def band_paths(path: Path, band_files: list[str]) -> list[Path]:
     """The files holding the bands of the galaxy at ``path`` (just ``path`` without band files)."""
     if not band_files:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxytune.config import DataConfig, FitsConfig
-from galaxytune.data.fits import is_fits
+from galaxytune.data.fits import is_fits, is_other_band
 from galaxytune.data.galaxy10 import galaxy10_samples
 from galaxytune.data.galaxy_zoo import GZ2_TABLES, KAGGLE_TABLE, READERS, Catalog
 from galaxytune.data.hdf5 import HDF5_SUFFIXES
@@ -88,7 +88,9 @@ def _image_files(found: dict[str, list[Sample]], root: Path, fits_only: bool, fi
     first_band = fits.band_files[0] if fits.band_files and root.is_dir() else ""
 
     def wanted(path: Path) -> bool:
-        return (first_band in path.name) if is_fits(path) else not fits_only
+        if is_fits(path):
+            return not (first_band and is_other_band(path, fits))
+        return not fits_only
 
     kept = {split: [s for s in samples if wanted(s.path)] for split, samples in found.items()}
     if not kept.get("train"):

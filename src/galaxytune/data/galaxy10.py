@@ -1,4 +1,5 @@
-"""Galaxy10 DECaLS and Galaxy10 SDSS (astroNN HDF5 files): one sample per row, named classes."""
+"""Galaxy10 DECaLS and Galaxy10 SDSS (astroNN HDF5 files, classes in 'ans') and GalaxyMNIST
+(classes in 'labels'): one sample per row, named classes."""
 
 from __future__ import annotations
 
@@ -21,20 +22,23 @@ SDSS_CLASSES = (
     "Disk, Edge-on, Rounded Bulge", "Disk, Edge-on, Boxy Bulge", "Disk, Edge-on, No Bulge",
     "Disk, Face-on, Tight Spiral", "Disk, Face-on, Medium Spiral", "Disk, Face-on, Loose Spiral",
 )
-# The two releases differ in image size; that tells them apart.
-CLASSES_BY_SIDE = {256: DECALS_CLASSES, 69: SDSS_CLASSES}
+# mwalmsley/galaxy_mnist (64x64 images).
+GALAXY_MNIST_CLASSES = ("smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral")
+# The releases differ in image size; that tells them apart.
+CLASSES_BY_SIDE = {256: DECALS_CLASSES, 69: SDSS_CLASSES, 64: GALAXY_MNIST_CLASSES}
 
 
 def galaxy10_samples(file: Path) -> list[Sample]:
     """A sample per row of ``file``, labelled by its class name (``class_<k>`` for other image sizes)."""
     with open_file(file) as handle:
-        images, answers = dataset(handle, IMAGES, file), dataset(handle, "ans", file)
+        key = "labels" if "ans" not in handle and "labels" in handle else "ans"
+        images, answers = dataset(handle, IMAGES, file), dataset(handle, key, file)
         shape = images.shape
         ans = np.asarray(answers[()])
     if len(shape) < 3 or len(ans) != shape[0]:
-        raise DataError(f"{file}: 'images' {shape} and 'ans' ({len(ans)},) do not hold one class per image.")
+        raise DataError(f"{file}: 'images' {shape} and '{key}' ({len(ans)},) do not hold one class per image.")
     if not np.issubdtype(ans.dtype, np.integer) or (len(ans) and ans.min() < 0):
-        raise DataError(f"{file}: 'ans' must hold class numbers 0, 1, 2 ..., not {ans.dtype} values.")
+        raise DataError(f"{file}: '{key}' must hold class numbers 0, 1, 2 ..., not {ans.dtype} values.")
     names = CLASSES_BY_SIDE.get(shape[1], ())
     if len(ans) and ans.max() >= len(names):  # not one of the known releases
         names = [f"class_{k}" for k in range(ans.max() + 1)]

@@ -113,7 +113,17 @@ def _gz2_images(table: Path, objids: list[str]) -> list[Path | None]:
     require(mapping, header, {"objid": "the GZ2 image release", "asset_id": "the GZ2 image release"})
     ids = read_columns(mapping, ["objid", "asset_id"])
     asset = {o.strip(): a.strip() for o, a in zip(ids["objid"], ids["asset_id"])}
-    return [table.parent / "images" / f"{asset[o.strip()]}.jpg" if o.strip() in asset else None for o in objids]
+    folder = _gz2_image_folder(table.parent)
+    return [folder / f"{asset[o.strip()]}.jpg" if o.strip() in asset else None for o in objids]
+
+
+def _gz2_image_folder(root: Path) -> Path:
+    """``images/`` next to the table, or where ``galaxytune data download gz2_hart16`` unpacks
+    the image release (``images_gz2/``, with or without an ``images/`` level inside)."""
+    for folder in (root / "images", root / "images_gz2" / "images", root / "images_gz2"):
+        if folder.is_dir():
+            return folder
+    return root / "images"
 
 
 def _gz2_votes(header: list[str]) -> str:

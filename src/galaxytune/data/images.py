@@ -94,9 +94,9 @@ def iter_decoded(
 ):
     """Stream ``(indices, uint8 batch, digests, unreadable)`` over ``paths``, decoding in workers.
 
-    ``digests``: SHA-256 of each decoded image's stored content (empty unless asked for), from
-    the same pass so that the leakage guard need not read every file again. ``unreadable``
-    lists ``(path, reason)`` for the files of this batch that failed.
+    ``digests``: SHA-256 of each decoded image's stored content (empty unless asked for), taken
+    in the decoding workers right after the decode, while the file is still in the OS cache.
+    ``unreadable`` lists ``(path, reason)`` for the files of this batch that failed.
     """
     loader = DataLoader(
         _Decode(paths, size, center_crop, fits, digests), batch_size=batch_size, num_workers=workers,
@@ -120,19 +120,20 @@ class Decoded:
     hashes: np.ndarray
     """(len(keep), 32) packed perceptual hashes, for the leakage guard."""
     digests: list[str]
-    """SHA-256 of each kept image's stored content, for the leakage guard."""
+    """SHA-256 of each kept image's stored content, for the leakage guard (empty when not asked for)."""
 
 
 def decode_all(
     paths: list[Path], size: int, center_crop: float, cache: bool, workers: int, desc: str,
-    fits: FitsConfig | None = None,
+    fits: FitsConfig | None = None, digests: bool = True,
 ) -> Decoded:
-    keep, bad, chunks, hashes, digests = [], [], [], [], []
+    """Decode every image once; ``digests``: also take each one's SHA-256 for the leakage guard."""
+    keep, bad, chunks, hashes, found = [], [], [], [], []
     for indices, pixels, batch_digests, failed in iter_decoded(
-        paths, size, center_crop, workers, 64, desc, fits, digests=True
+        paths, size, center_crop, workers, 64, desc, fits, digests=digests
     ):
         keep += indices
-        digests += batch_digests
+        found += batch_digests
         bad += failed
         if indices:
             hashes.append(perceptual_hash(pixels))
@@ -140,7 +141,7 @@ def decode_all(
             chunks.append(pixels)
     pixels = torch.cat(chunks) if cache and chunks else None
     hashes = np.concatenate(hashes) if hashes else np.zeros((0, HASH_BYTES), np.uint8)
-    return Decoded(keep, bad, pixels, hashes, digests)
+    return Decoded(keep, bad, pixels, hashes, found)
 
 
 class ImageSet(Dataset):

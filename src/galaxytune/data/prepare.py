@@ -69,6 +69,7 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
     decoded = decode_all(
         [s.path for s in everything], cfg.image_size, cfg.center_crop,
         want_cache(cfg, len(everything)), default_workers(cfg.num_workers), "decode images", cfg.fits,
+        digests=cfg.leakage != "off",
     )
     if decoded.bad and run_dir is not None:
         write_unreadable(decoded.bad, run_dir / "unreadable_images.csv")

@@ -89,6 +89,15 @@ def rule_columns(rules: list[Rule]) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
+def label_columns(cfg: LabelsConfig) -> list[str]:
+    """The vote-fraction columns that ``cfg`` labels galaxies from (none: labels from a column)."""
+    if cfg.rules:
+        return rule_columns(parse_rules(cfg.rules))
+    if cfg.soft:
+        return list(cfg.soft.values())
+    return [cfg.binary.column] if cfg.binary.column else []
+
+
 def _holds(condition: Condition, values: Mapping[str, np.ndarray]) -> np.ndarray:
     right = values[condition.value] if isinstance(condition.value, str) else condition.value
     # NaN (a question the galaxy never reached) compares False: the condition fails.

@@ -12,6 +12,8 @@ import yaml
 from galaxytune.config import DataConfig, LabelsConfig, load_config
 from galaxytune.data.formats import VOTELESS_FORMATS, detect_format, find_samples
 from galaxytune.data.sources import SPLITS, Sample
+from galaxytune.data.tables import read_header
+from galaxytune.data.votes import label_columns
 from galaxytune.errors import DataError
 from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.inference.predict import Predictions, Predictor
@@ -39,16 +41,34 @@ def run_splits(run_dir: Path, data: str) -> dict[str, list[Sample]] | None:
 
 
 def data_config(data: str, run_dir: Path | None, path_column: str | None, label_column: str | None) -> DataConfig:
-    """How to read ``data``: the run's own data settings (format, vote labels, FITS stretch)
-    where the run folder has them, with the columns given here taking precedence."""
+    """How to read ``data``: as the run read its own data (vote rules, FITS bands and stretch)
+    where that fits, with the format detected afresh and the columns given here taking precedence.
+
+    The run's label rules are kept only for a vote table that has the columns they read: a
+    labelled image folder, a CSV with a label column, or an explicit ``label_column`` means
+    the labels are already there.
+    """
     config = run_dir / "config.yaml" if run_dir is not None else None
     cfg = load_config(config).data if config is not None and config.is_file() else DataConfig()
+    root = Path(data).expanduser()
     cfg.path = str(data)
+    cfg.format = "fits" if cfg.format == "fits" else "auto"  # FITS folders look like image folders
     cfg.path_column = path_column or cfg.path_column
     cfg.label_column = label_column or cfg.label_column
-    if Path(data).expanduser().exists() and detect_format(Path(data).expanduser()) in VOTELESS_FORMATS:
-        cfg.labels = LabelsConfig()  # e.g. trained on a vote table, scored on class folders
+    if label_column or not root.exists() or not _has_vote_columns(root, cfg.labels):
+        cfg.labels = LabelsConfig()
     return cfg
+
+
+def _has_vote_columns(root: Path, labels: LabelsConfig) -> bool:
+    if not label_columns(labels):
+        return False
+    fmt = detect_format(root)
+    if fmt in VOTELESS_FORMATS:
+        return False
+    if fmt == "csv":  # other tables are read by their format's reader, which names what it lacks
+        return set(label_columns(labels)) <= set(read_header(root))
+    return True
 
 
 def evaluate(

@@ -1,9 +1,11 @@
 """ONNX export of a saved model, and the exported file used through ONNX Runtime.
 
 The graph takes uint8 images (N, 3, S, S), normalises them itself and returns both the raw
-logits and the probabilities after the decision rule, so an ONNX user gets exactly what
-``galaxytune predict`` gives. The model description (classes, input size, crop, decision
-rule, mirror pairs) travels inside the file as metadata: the .onnx file alone is enough.
+single-view logits and the probabilities after the decision rule, so an ONNX user gets exactly
+what ``galaxytune predict`` gives: for a model whose rule was fitted on TTA logits
+(``decision.tta``) the probabilities average the 8 rotations and flips inside the graph. The
+model description (classes, input size, crop, decision rule, mirror pairs, FITS settings)
+travels inside the file as metadata: the .onnx file alone is enough.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from galaxytune.decision import DecisionRule
 from galaxytune.errors import ModelError
 from galaxytune.files import atomic_path
+from galaxytune.inference.predict import DihedralTTA
 from galaxytune.inference.saved import ModelInfo, load_model, model_folder
 
 INFO_KEY = "galaxytune_model_info"
@@ -27,31 +30,37 @@ TOLERANCE = 1e-4
 
 
 class _WithDecisionRule(nn.Module):
-    def __init__(self, net: nn.Module, rule: DecisionRule, k: int):
+    def __init__(self, net: nn.Module, rule: DecisionRule, k: int, tta: DihedralTTA | None):
         super().__init__()
-        self.net = net
+        self.net, self.tta = net, tta
         self.register_buffer("temperature", torch.tensor(float(rule.temperature)))
         self.register_buffer("offsets", torch.tensor(rule.offsets or [0.0] * k, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.net(images)
-        return logits, torch.softmax(logits / self.temperature + self.offsets, dim=1)
+        ruled = self.tta(images) if self.tta is not None else logits
+        return logits, torch.softmax(ruled / self.temperature + self.offsets, dim=1)
 
 
 def export_onnx(run_dir: str | Path, out: str | Path | None = None, opset: int = 18) -> Path:
     """Write the run's model as ONNX (default ``models/model.onnx``), checked against PyTorch."""
     net, info = load_model(run_dir)
     out = Path(out) if out else model_folder(run_dir) / "model.onnx"
-    wrapped = _WithDecisionRule(net, info.rule, len(info.classes)).eval()
+    tta = DihedralTTA(net, info.mirror) if info.tta else None
+    wrapped = _WithDecisionRule(net, info.rule, len(info.classes), tta).eval()
     example = torch.zeros((2, 3, info.image_size, info.image_size), dtype=torch.uint8)
     with atomic_path(out) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's own progress notes
-            program = torch.onnx.export(
-                wrapped, (example,), input_names=["images"], output_names=["logits", "probabilities"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
-                verbose=False,
-            )
+            try:
+                program = torch.onnx.export(
+                    wrapped, (example,), input_names=["images"], output_names=["logits", "probabilities"],
+                    dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
+                    verbose=False,
+                )
+            except Exception as exc:  # an operator of this architecture the exporter cannot translate
+                raise ModelError(f"{info.architecture} could not be exported to ONNX (opset {opset}): "
+                                 f"{type(exc).__name__}: {str(exc)[:300]}. Try another --opset.") from None
         program.model.metadata_props[INFO_KEY] = json.dumps(asdict(info))
         program.save(str(tmp), external_data=False)
         _check_against_torch(tmp, wrapped, info)
@@ -86,7 +95,10 @@ class OnnxNet:
         if INFO_KEY not in meta:
             raise ModelError(f"{path} was not exported by galaxytune (no {INFO_KEY} metadata); "
                              "export it with `galaxytune export --model RUN`.")
-        self.info = ModelInfo(**json.loads(meta[INFO_KEY]))
+        try:
+            self.info = ModelInfo(**json.loads(meta[INFO_KEY]))
+        except (ValueError, TypeError) as exc:  # written by another galaxytune version, or edited
+            raise ModelError(f"{path}: its galaxytune model description cannot be read ({exc}).") from None
 
     def eval(self) -> OnnxNet:
         return self

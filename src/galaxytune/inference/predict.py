@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from galaxytune.data.fits import is_other_band
 from galaxytune.data.images import default_workers, iter_decoded
 from galaxytune.data.sources import find_images
 from galaxytune.data.transforms import N_DIHEDRAL, dihedral, mirrored
@@ -109,6 +110,8 @@ class Predictor:
         if isinstance(images, (str, Path)):
             images = [images]
         paths = find_images(list(images))
+        if self.info.fits_config is not None:
+            paths = [p for p in paths if not is_other_band(p, self.info.fits_config)]
         kept, logits, bad = [], [], []
         for idx, pixels, _, failed in iter_decoded(
             paths, self.info.image_size, self.info.center_crop, default_workers(workers), batch_size, "predict",
