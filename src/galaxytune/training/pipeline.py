@@ -146,7 +146,8 @@ class _Features(nn.Module):
 def run_finetune(
     cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Path, incoming: StageOutput | None
 ) -> StageOutput:
-    """Stage 2: the top blocks (or everything) trained on images with layer-wise LR decay.
+    """Stage 2: the network trained on images by ``finetune.method`` (every layer with layer-wise
+    LR decay by default; or the top blocks, LoRA adapters, or biases and norms).
 
     If no finetuned epoch beats the incoming weights on validation, those weights are kept
     (unless ``finetune.guard`` is off): a stage may fail to help, but it must not make the model
