@@ -9,9 +9,10 @@ from conftest import FAST
 from torch import nn
 
 from galaxytune.cli import main
+from galaxytune.inference.predict import Predictor
 from galaxytune.models.backbone import create_classifier
 from galaxytune.models.freezing import set_trainable
-from galaxytune.models.lora import add_lora, lora_targets, merge
+from galaxytune.models.lora import add_lora, apply_adapter, lora_targets, merge
 
 
 @pytest.mark.parametrize("name", [
@@ -63,7 +64,7 @@ def test_bias_norm_trains_only_biases_norms_and_head():
 def test_lora_run_saves_the_adapter_and_a_merged_model(tmp_path, tiny_split, weights_file):
     run = tmp_path / "run"
     args = ["train", "--data", str(tiny_split), "--out", str(run), "--weights", str(weights_file), *FAST,
-            "finetune.method=lora", "finetune.lora_rank=4"]
+            "finetune.method=lora", "finetune.lora_rank=4", "finetune.guard=false"]
     assert main(args) == 0
     adapter = run / "models" / "lora_adapter"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
@@ -73,9 +74,27 @@ def test_lora_run_saves_the_adapter_and_a_merged_model(tmp_path, tiny_split, wei
     finetune = json.loads((run / "stages.json").read_text())[1]
     on_disk = sum(f.stat().st_size for f in adapter.iterdir())
     assert finetune["adapter_bytes"] == on_disk and finetune["trainable_params"] > 0
+    # The adapter alone, merged into the base weights the run started from, is the run's model.
+    rebuilt = apply_adapter(create_classifier("mobilenetv1_100", 3, weights=str(weights_file)), adapter).eval()
+    saved = Predictor.load(run).net
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), saved(x), atol=1e-5)
+        assert not torch.allclose(create_classifier("mobilenetv1_100", 3, weights=str(weights_file)).eval()(x),
+                                  saved(x), atol=1e-5)  # the adapter and head do change the model
     assert main(["predict", "--model", str(run), str(tiny_split / "test"), "--out", str(tmp_path / "p.csv")]) == 0
 
 
 def test_merge_returns_the_wrapped_network_itself():
     net = create_classifier("mobilenetv1_100", 3, weights="none")
     assert merge(add_lora(net, rank=2, alpha=4, dropout=0.0)) is net  # the pipeline relies on this
+
+
+def test_a_lora_stage_the_guard_rejects_leaves_no_adapter_behind(tmp_path, tiny_split, weights_file):
+    run = tmp_path / "run"
+    # A zero learning rate leaves the adapted model equal to the transfer stage's: not better on val.
+    assert main(["train", "--data", str(tiny_split), "--out", str(run), "--weights", str(weights_file), *FAST,
+                 "finetune.method=lora", "finetune.lr=0"]) == 0
+    finetune = json.loads((run / "stages.json").read_text())[1]
+    assert finetune["kept_incoming"] and finetune["adapter_bytes"] is None
+    assert not (run / "models" / "lora_adapter").exists() and (run / "models" / "model.safetensors").is_file()

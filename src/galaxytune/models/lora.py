@@ -50,3 +50,11 @@ def save_adapter(model: PeftModel, folder: Path) -> int:
 def merge(model: PeftModel) -> GalaxyClassifier:
     """Fold the adapters into the base weights: a plain network again, for inference and export."""
     return model.merge_and_unload()
+
+
+def apply_adapter(base: GalaxyClassifier, folder: str | Path) -> GalaxyClassifier:
+    """A saved adapter and head (``models/lora_adapter/``) merged into ``base``: the network
+    created from the same base weights the run started from. With ``finetune.batchnorm=frozen``
+    (the default) this reproduces the run's model exactly; with 'train' the BatchNorm
+    statistics the run updated are not in the adapter."""
+    return merge(PeftModel.from_pretrained(base, str(folder)))

@@ -196,6 +196,9 @@ def run_finetune(
         if not out.beat_incoming and fc.guard:
             print(f"finetune: no better than the {incoming.name} stage on validation; keeping its weights.")
             net.load_state_dict(start_state)
+            if out.adapter_bytes is not None:  # an adapter of weights the run does not keep would mislead
+                shutil.rmtree(run_dir / "models" / "lora_adapter")
+                out.adapter_bytes = None
             out.val_logits, out.test_logits, out.kept_incoming = incoming.val_logits, incoming.test_logits, True
             return out
     test_logits = run_batches(net, data.sets["test"], 128, "predict test", _image_workers(cfg, data.sets["test"]))
