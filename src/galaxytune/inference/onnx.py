@@ -87,6 +87,8 @@ class OnnxNet:
     def __init__(self, path: str | Path):
         import onnxruntime
 
+        if not Path(path).is_file():
+            raise ModelError(f"{path} does not exist; write it with `galaxytune export --model RUN --out {path}`.")
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # not an ONNX file, truncated, unsupported opset
