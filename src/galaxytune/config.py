@@ -184,7 +184,8 @@ class TrainerConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     monitor: str = "macro_f1"
-    """Validation metric for early stopping and best checkpoint."""
+    """Validation metric for early stopping, the best checkpoint and the finetune guard; 'loss' is
+    the lowest validation cross-entropy (with soft targets: to the vote fractions)."""
     seed: int = 0
     progress: bool = True
 
@@ -208,7 +209,7 @@ class Config:
         for key, value, allowed in [
             ("decision.metric", self.decision.metric, METRICS),
             ("decision.offset_rule", self.decision.offset_rule, OFFSET_RULES),
-            ("trainer.monitor", self.trainer.monitor, METRICS),
+            ("trainer.monitor", self.trainer.monitor, (*METRICS, "loss")),
             ("finetune.method", self.finetune.method, ("top-blocks", "lora", "full", "bias-norm", "head")),
             ("finetune.batchnorm", self.finetune.batchnorm, ("frozen", "train")),
             ("data.cache_images", self.data.cache_images, ("auto", "yes", "no")),

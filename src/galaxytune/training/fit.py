@@ -72,12 +72,13 @@ def fit(
     """Train ``module`` and load its best weights (by the validation metric) back into it."""
     quiet_lightning()
     monitor = f"val_{trainer_cfg.monitor}"
+    mode = "min" if trainer_cfg.monitor == "loss" else "max"
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename=stage, monitor=monitor, mode="max",
+        dirpath=run_dir / "checkpoints", filename=stage, monitor=monitor, mode=mode,
         save_top_k=1, save_weights_only=True, enable_version_counter=False,
     )
     try:
-        trainer = _trainer(trainer_cfg, checkpoint, monitor, patience, epochs, run_dir, stage)
+        trainer = _trainer(trainer_cfg, checkpoint, monitor, mode, patience, epochs, run_dir, stage)
     except (MisconfigurationException, ValueError, RuntimeError) as exc:
         raise ConfigError(
             f"Lightning rejects the trainer settings (accelerator={trainer_cfg.accelerator}, "
@@ -92,7 +93,7 @@ def fit(
 
 
 def _trainer(
-    trainer_cfg: TrainerConfig, checkpoint: ModelCheckpoint, monitor: str, patience: int, epochs: int,
+    trainer_cfg: TrainerConfig, checkpoint: ModelCheckpoint, monitor: str, mode: str, patience: int, epochs: int,
     run_dir: Path, stage: str,
 ) -> L.Trainer:
     return L.Trainer(
@@ -104,7 +105,7 @@ def _trainer(
         precision=trainer_cfg.precision,
         callbacks=[
             checkpoint,
-            EarlyStopping(monitor=monitor, mode="max", patience=patience),
+            EarlyStopping(monitor=monitor, mode=mode, patience=patience),
         ],
         logger=CSVLogger(run_dir / "logs", name=stage, version=""),
         plugins=[AtomicCheckpointIO()],

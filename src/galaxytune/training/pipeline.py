@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from scipy.special import log_softmax
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -190,9 +191,8 @@ def run_finetune(
     for p in net.parameters():
         p.requires_grad = True
     val_logits = run_batches(net, val_set, 128, "predict val", _image_workers(cfg, val_set)).numpy()
-    y_val = _targets(val_set)
     if incoming is not None:
-        out.beat_incoming = _val_score(val_logits, y_val, cfg) > _val_score(incoming.val_logits, y_val, cfg)
+        out.beat_incoming = _val_score(val_logits, val_set, cfg) > _val_score(incoming.val_logits, val_set, cfg)
         if not out.beat_incoming and fc.guard:
             print(f"finetune: no better than the {incoming.name} stage on validation; keeping its weights.")
             net.load_state_dict(start_state)
@@ -217,10 +217,15 @@ def run_tta(cfg: Config, net: GalaxyClassifier, data: Prepared) -> StageOutput:
     return StageOutput("tta", val, test)
 
 
-def _val_score(logits: np.ndarray, y: np.ndarray, cfg: Config) -> float:
-    """A stage's validation score as it will reach the user: after the decision rule's offsets
-    when those are on, since a stage can rank classes better yet set worse priors (both stages
-    compared get the same tuning on the same val images)."""
+def _val_score(logits: np.ndarray, val_set: ImageSet, cfg: Config) -> float:
+    """A stage's validation score as it will reach the user: with ``trainer.monitor=loss`` minus
+    the cross-entropy to the targets (the vote fractions, with soft targets); else the metric
+    after the decision rule's offsets when those are on, since a stage can rank classes better
+    yet set worse priors (both stages compared get the same tuning on the same val images)."""
+    y = _targets(val_set)
+    if cfg.trainer.monitor == "loss":
+        target = val_set.soft.numpy() if val_set.soft is not None else np.eye(logits.shape[1])[y]
+        return float((target * log_softmax(logits, axis=1)).sum(axis=1).mean())
     dc = cfg.decision
     if not (dc.enabled and dc.offsets):
         return score(y, logits.argmax(axis=1), cfg.trainer.monitor)
