@@ -19,7 +19,7 @@ import numpy as np
 
 from galaxytune.config import DataConfig
 from galaxytune.data.tables import numbers, read_columns, read_header, require
-from galaxytune.data.votes import parse_rules, rule_columns, vote_columns
+from galaxytune.data.votes import label_columns, vote_columns
 from galaxytune.errors import ConfigError, DataError
 
 GZ2_TABLES = ("gz2_hart16.csv", "gz2_hart16.csv.gz")
@@ -59,17 +59,15 @@ class Catalog:
 
 def wanted_columns(cfg: DataConfig, votes: str, header: list[str]) -> dict[str, str]:
     """Column -> the setting that names it, for every column the labels need."""
-    labels, wanted = cfg.labels, {}
-    if labels.rules:
-        wanted = dict.fromkeys(rule_columns(parse_rules(labels.rules)), "data.labels.rules")
-    elif labels.soft:
-        wanted = dict.fromkeys(labels.soft.values(), "data.labels.soft")
-    elif labels.binary.column:
-        wanted[labels.binary.column] = "data.labels.binary.column"
-        if labels.binary.min_votes > 0:
-            wanted.update(dict.fromkeys(vote_columns(labels.binary.votes), "data.labels.binary.votes"))
-    else:
+    labels = cfg.labels
+    # The config allows one kind of vote labels at most.
+    setting = ("data.labels.rules" if labels.rules else "data.labels.soft" if labels.soft
+               else "data.labels.binary.column")
+    wanted = dict.fromkeys(label_columns(labels), setting)
+    if not wanted:
         wanted[cfg.label_column] = "data.label_column (--label-column), or declare data.labels.rules"
+    if labels.binary.column and labels.binary.min_votes > 0:
+        wanted.update(dict.fromkeys(vote_columns(labels.binary.votes), "data.labels.binary.votes"))
     if labels.min_votes > 0:
         if not votes:
             raise ConfigError("data.labels.min_votes needs data.labels.votes: the column counting each "
