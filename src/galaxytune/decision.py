@@ -59,6 +59,13 @@ class DecisionRule:
         return text
 
 
+def cross_entropy(logits: np.ndarray, target: np.ndarray) -> float:
+    """Mean cross-entropy of softmax(logits) to ``target``: class indices, or rows of class
+    fractions (soft targets)."""
+    target = np.eye(logits.shape[1])[target] if target.ndim == 1 else target
+    return float(-(target * log_softmax(logits, axis=1)).sum(axis=1).mean())
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray, fractions: np.ndarray | None = None) -> float:
     """The T in [0.05, 20] that minimises validation NLL (searched on log T).
 
@@ -66,10 +73,10 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, fractions: np.ndarray | N
     to those fractions, so that probabilities are calibrated as vote fractions rather than
     sharpened towards the most-voted answer.
     """
-    target = np.eye(logits.shape[1])[y] if fractions is None else np.asarray(fractions, dtype=np.float64)
+    target = np.asarray(y if fractions is None else fractions)
 
     def nll(log_t: float) -> float:
-        return -(target * log_softmax(logits / np.exp(log_t), axis=1)).sum(axis=1).mean()
+        return cross_entropy(logits / np.exp(log_t), target)
 
     result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))

@@ -14,7 +14,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from scipy.special import log_softmax
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -22,7 +21,7 @@ from galaxytune.config import Config
 from galaxytune.data.images import ImageSet, default_workers
 from galaxytune.data.prepare import Prepared, prepare
 from galaxytune.data.transforms import mirror_permutation
-from galaxytune.decision import DecisionRule, fit_decision_rule
+from galaxytune.decision import DecisionRule, cross_entropy, fit_decision_rule
 from galaxytune.errors import ConfigError
 from galaxytune.evaluation.metrics import expected_calibration_error, score
 from galaxytune.evaluation.stage_table import format_table, stage_gains, stage_row, write_table
@@ -224,8 +223,7 @@ def _val_score(logits: np.ndarray, val_set: ImageSet, cfg: Config) -> float:
     yet set worse priors (both stages compared get the same tuning on the same val images)."""
     y = _targets(val_set)
     if cfg.trainer.monitor == "loss":
-        target = val_set.soft.numpy() if val_set.soft is not None else np.eye(logits.shape[1])[y]
-        return float((target * log_softmax(logits, axis=1)).sum(axis=1).mean())
+        return -cross_entropy(logits, val_set.fit_targets.numpy())
     dc = cfg.decision
     if not (dc.enabled and dc.offsets):
         return score(y, logits.argmax(axis=1), cfg.trainer.monitor)
