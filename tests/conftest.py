@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from safetensors.torch import save_file
 
 # Offline by design: nothing here may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The disk cache of decoded images and features (galaxytune.cache) starts empty for each session.
+os.environ["GALAXYTUNE_CACHE"] = tempfile.mkdtemp(prefix="galaxytune-test-cache-")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 SHARED = Path(os.environ.get("GALAXYTUNE_SHARED", Path(__file__).resolve().parents[2] / "shared"))

@@ -54,6 +54,10 @@ class LabelsConfig:
     soft: dict[str, str] = field(default_factory=dict)
     """Soft targets for one question: class -> its vote-fraction column. Training fits the fractions
     themselves (cross-entropy to the fraction vector); a galaxy's class is its most-voted answer."""
+    questions: str = "auto"
+    """'auto': when the vote table counts every answer of every Galaxy Zoo question (GZ2, GZ
+    DECaLS), the finetune stage also learns those counts in a second head (finetune.question_weight);
+    'off': the class alone."""
 
 
 @dataclass
@@ -85,12 +89,25 @@ class DataConfig:
     image_size: int = 128
     center_crop: float = 1.0
     """Fraction of the (square-cropped) image kept around its centre before resizing."""
+    stretch: str = "none"
+    """'asinh': the network maps pixel values x in [0, 1] to asinh(x / stretch_softening) /
+    asinh(1 / stretch_softening) before normalising (faint radio lobes and outer discs); it
+    travels with the saved model and the ONNX export. 'none': linear."""
+    stretch_softening: float = 0.05
+    split_folders: dict[str, str] = field(default_factory=dict)
+    """Image folders: split -> folder name where it is not the usual one, e.g. {test: valid} to
+    hold a source's own balanced valid/ folder out as the test split (val is then carved from
+    train)."""
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     split_seed: int = 0
     cache_images: str = "auto"
     """Keep decoded images in memory: 'auto' (when they fit in cache_limit_gb), 'yes' or 'no'."""
     cache_limit_gb: float = 4.0
+    disk_cache: str = "auto"
+    """Decoded images and stage-1 features kept on disk across runs (galaxytune.cache), keyed by
+    the images' content and the settings they depend on: 'auto' (in $GALAXYTUNE_CACHE, else
+    ~/.cache/galaxytune), 'off', or a folder. Only when the decoded images fit in memory."""
     num_workers: int = -1
     """DataLoader workers; -1 picks from the CPU count."""
     leakage: str = "warn"
@@ -150,7 +167,23 @@ class FinetuneConfig:
     winner on validation, so the default is the one that cannot drift the pretrained statistics."""
     label_smoothing: float = 0.1
     augment: bool = True
-    """Random rotations by 90 degrees and flips: galaxies have no preferred orientation."""
+    """Random flips and rotations (galaxies have no preferred orientation), zoom and shift."""
+    rotate: str = "any"
+    """'any': turns by any angle; 'quarter': by multiples of 90 degrees only."""
+    zoom: float = 0.1
+    """Training images are scaled by a random factor in [1 - zoom, 1 + zoom]."""
+    shift: float = 0.05
+    """... and shifted by up to this fraction of their side."""
+    start_size: int = 0
+    """Progressive resizing: the first start_fraction of the epochs train on images shrunk to
+    this many pixels (cheaper epochs), the rest at data.image_size; 0: off."""
+    start_fraction: float = 0.5
+    question_weight: float = 0.5
+    """Weight of the question head's loss (every Galaxy Zoo answer's votes, data.labels.questions)
+    beside the class loss; 0 trains the class head alone. Not used with method 'lora'."""
+    question_loss: str = "dirichlet"
+    """'dirichlet' (Dirichlet-multinomial on the vote counts, as Zoobot) or 'cross_entropy' (to
+    each question's vote fractions)."""
     mirror_swap: list[list[str]] = field(default_factory=list)
     """Pairs of classes that a mirror flip swaps, e.g. [[spiral_clockwise, spiral_anticlockwise]]:
     mirrored training images and TTA views get the other class of their pair. Rotations keep
@@ -168,12 +201,17 @@ class DecisionConfig:
     offsets: bool = True
     offset_range: float = 2.0
     """Largest absolute per-class logit offset tried; bounds how far the rule can overfit."""
+    max_accuracy_drop: float = 0.01
+    """The offsets are kept only if, judged out of bag on validation, they raise the tuned metric
+    and cost at most this much accuracy (0.01: one point); otherwise the temperature alone is
+    applied. The decision row of the stage table says which, with both changes."""
     offset_rule: str = "bagged"
     """'bagged': offsets averaged over greedy fits on 20 bootstrap resamples of validation, robust
     to small validation sets; 'greedy': one greedy fit on all of it (see docs/benchmarks.md)."""
-    tta: bool = False
-    """Fit the rule on the final network's TTA logits (8 rotations and flips; 8x the inference
-    cost); the saved model then predicts and evaluates with TTA by default."""
+    tta: bool | str = "auto"
+    """true: fit the rule on the final network's TTA logits (8 rotations and flips; 8x the
+    inference cost), and the saved model then predicts and evaluates with TTA by default;
+    'auto': the same if TTA beats the plain logits on validation, else not; false: never."""
 
 
 @dataclass
@@ -188,6 +226,8 @@ class TrainerConfig:
     the lowest validation cross-entropy (with soft targets: to the vote fractions)."""
     seed: int = 0
     progress: bool = True
+    channels_last: bool = True
+    """Train conv nets in the channels-last memory layout (about 1.3x faster on CPUs)."""
 
 
 @dataclass
@@ -212,14 +252,25 @@ class Config:
             ("trainer.monitor", self.trainer.monitor, (*METRICS, "loss")),
             ("finetune.method", self.finetune.method, ("top-blocks", "lora", "full", "bias-norm", "head")),
             ("finetune.batchnorm", self.finetune.batchnorm, ("frozen", "train")),
+            ("finetune.rotate", self.finetune.rotate, ("any", "quarter")),
+            ("finetune.question_loss", self.finetune.question_loss, ("dirichlet", "cross_entropy")),
             ("data.cache_images", self.data.cache_images, ("auto", "yes", "no")),
             ("data.leakage", self.data.leakage, ("warn", "fail", "off")),
+            ("data.labels.questions", self.data.labels.questions, ("auto", "off")),
+            ("decision.tta", self.decision.tta, (True, False, "auto")),
+            ("data.stretch", self.data.stretch, ("none", "asinh")),
             # Pure half precision would leave the model in half; mixed precision keeps float32 weights.
             ("trainer.precision", str(self.trainer.precision), ("32-true", "32", "16-mixed", "bf16-mixed")),
         ]:
-            if value not in allowed:
-                raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
+            if value not in allowed or (isinstance(value, int) and not isinstance(value, bool)):
+                raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, allowed))}.")
         _validate_data_sources(self.data)
+        folders = self.data.split_folders
+        if not (isinstance(folders, dict) and set(folders) <= {"train", "val", "test"}
+                and all(isinstance(v, str) and v for v in folders.values())
+                and len(set(folders.values())) == len(folders)):
+            raise ConfigError(f"data.split_folders={folders!r} must map train, val or test to distinct folder "
+                              "names, e.g. {test: valid}.")
         if not 0 < self.data.center_crop <= 1:
             raise ConfigError(f"data.center_crop={self.data.center_crop} must be in (0, 1].")
         if self.data.image_size < 16:
@@ -232,6 +283,16 @@ class Config:
         ]:
             if value < 1:
                 raise ConfigError(f"{key}={value} must be 1 or more.")
+        fc = self.finetune
+        for key, value, low, high in [
+            ("data.stretch_softening", self.data.stretch_softening, 1e-4, 10.0),
+            ("finetune.zoom", fc.zoom, 0.0, 0.5), ("finetune.start_fraction", fc.start_fraction, 0.0, 1.0),
+            ("finetune.start_size", fc.start_size, 0, self.data.image_size), ("finetune.shift", fc.shift, 0.0, 0.25),
+            ("finetune.question_weight", fc.question_weight, 0.0, 100.0),
+            ("decision.max_accuracy_drop", self.decision.max_accuracy_drop, 0.0, 1.0),
+        ]:
+            if not low <= value <= high:
+                raise ConfigError(f"{key}={value} must be between {low} and {high}.")
         for key, value in [("data.val_fraction", self.data.val_fraction),
                            ("data.test_fraction", self.data.test_fraction)]:
             if not 0 < value < 0.5:

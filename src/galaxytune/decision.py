@@ -10,6 +10,12 @@ bagged: the greedy search is run on stratified bootstrap resamples of validation
 offsets averaged. An offset that only some resamples want is shrunk towards zero; one that all
 want is kept (measured against other robust rules in docs/benchmarks.md).
 
+Offsets tuned on validation always look good on validation. Whether they help is judged out
+of bag: offsets fitted on each bootstrap resample are scored against no offsets on the
+validation images that resample left out. They are kept only when, averaged over resamples,
+they raise the tuned metric and do not lower accuracy by more than ``max_accuracy_drop``;
+otherwise the rule is the temperature alone (which never changes a prediction).
+
 For two classes the offsets are a threshold on p(class 1); for multi-label outputs
 (independent sigmoids) ``fit_multilabel_thresholds`` tunes one threshold per class the same way.
 """
@@ -27,6 +33,21 @@ from galaxytune.evaluation.metrics import confusion_matrices, confusion_scores
 
 
 @dataclass
+class OffsetCheck:
+    """Out-of-bag judgement of tuned offsets against none, on validation."""
+
+    metric: str
+    metric_gain: float
+    accuracy_change: float
+    kept: bool
+
+    def describe(self) -> str:
+        verdict = "kept" if self.kept else "dropped (the temperature alone is applied)"
+        return (f"offsets {verdict}: out of bag on validation they changed {self.metric} by "
+                f"{self.metric_gain:+.4f} and accuracy by {self.accuracy_change:+.4f}")
+
+
+@dataclass
 class DecisionRule:
     temperature: float = 1.0
     offsets: list[float] = field(default_factory=list)
@@ -34,6 +55,8 @@ class DecisionRule:
     """Two classes only: the rule predicts class 1 when the temperature-scaled p(class 1)
     exceeds this. Derived from the offsets (a value passed in, as from ``to_dict``, is
     recomputed); None for other class counts."""
+    check: OffsetCheck | None = None
+    """How the offsets were judged when fitted (None: not judged); not saved with the model."""
 
     def __post_init__(self) -> None:
         b = self.offsets
@@ -124,6 +147,11 @@ def _stratified_resample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.choice(np.flatnonzero(y == c), (y == c).sum()) for c in np.unique(y)])
 
 
+def _bags(y: np.ndarray, seed: int, n_bags: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [_stratified_resample(y, rng) for _ in range(n_bags)]
+
+
 def fit_offsets(
     logits: np.ndarray, y: np.ndarray, metric: str, max_offset: float, rule: str = "bagged",
     seed: int = 0, n_bags: int = 20,
@@ -134,22 +162,50 @@ def fit_offsets(
         return search_offsets(logits, y, metric, max_offset).tolist()
     if rule != "bagged":
         raise ValueError(f"unknown offset rule {rule}; choose from {OFFSET_RULES}")
-    rng = np.random.default_rng(seed)
-    bags = [_stratified_resample(y, rng) for _ in range(n_bags)]
+    bags = _bags(y, seed, n_bags)
     return np.mean([search_offsets(logits[i], y[i], metric, max_offset) for i in bags], axis=0).tolist()
+
+
+def check_offsets(
+    logits: np.ndarray, y: np.ndarray, metric: str, max_offset: float, max_accuracy_drop: float,
+    seed: int = 0, n_bags: int = 20,
+) -> OffsetCheck:
+    """Offsets fitted on each bootstrap resample of validation, scored against none on the
+    images that resample left out (see the module docstring)."""
+    none = np.zeros(logits.shape[1])
+    gains, accuracy = [], []
+    for bag in _bags(y, seed + 1, n_bags):  # other resamples than the fit's
+        out = np.setdiff1d(np.arange(len(y)), bag)
+        if len(np.unique(y[out])) < 2:
+            continue
+        fitted = search_offsets(logits[bag], y[bag], metric, max_offset)
+        for name, into in ((metric, gains), ("accuracy", accuracy)):
+            with_offsets, without = _batch_score(logits[out], y[out], np.stack([fitted, none]), name)
+            into.append(with_offsets - without)
+    metric_gain = float(np.mean(gains)) if gains else 0.0
+    accuracy_change = float(np.mean(accuracy)) if accuracy else 0.0
+    kept = metric_gain > 0 and accuracy_change >= -max_accuracy_drop
+    return OffsetCheck(metric, metric_gain, accuracy_change, kept)
 
 
 def fit_decision_rule(
     logits: np.ndarray, y: np.ndarray, metric: str, temperature: bool = True,
     offsets: bool = True, max_offset: float = 2.0, rule: str = "bagged", seed: int = 0,
-    fractions: np.ndarray | None = None,
+    fractions: np.ndarray | None = None, max_accuracy_drop: float | None = None,
 ) -> DecisionRule:
-    """``fractions``: vote fractions of soft targets, which the temperature then calibrates to."""
+    """With ``max_accuracy_drop`` the offsets are kept only if the out-of-bag check passes
+    (:func:`check_offsets`, recorded as ``rule.check``); None: kept unchecked. ``fractions``:
+    vote fractions of soft targets, which the temperature then calibrates to."""
     logits = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y)
     t = fit_temperature(logits, y, fractions) if temperature else 1.0
     b = fit_offsets(logits / t, y, metric, max_offset, rule, seed) if offsets else [0.0] * logits.shape[1]
-    return DecisionRule(temperature=t, offsets=b)
+    check = None
+    if offsets and max_accuracy_drop is not None:
+        check = check_offsets(logits / t, y, metric, max_offset, max_accuracy_drop, seed)
+        if not check.kept:
+            b = [0.0] * logits.shape[1]
+    return DecisionRule(temperature=t, offsets=b, check=check)
 
 
 def _best_thresholds(z: np.ndarray, positive: np.ndarray, grid: np.ndarray) -> np.ndarray:

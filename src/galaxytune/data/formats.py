@@ -17,7 +17,8 @@ from galaxytune.data.fits import is_fits, is_other_band
 from galaxytune.data.galaxy10 import galaxy10_samples
 from galaxytune.data.galaxy_zoo import GZ2_TABLES, KAGGLE_TABLE, READERS, Catalog
 from galaxytune.data.hdf5 import HDF5_SUFFIXES
-from galaxytune.data.sources import SPLIT_ALIASES, Sample, find_labelled
+from galaxytune.data.questions import count_columns
+from galaxytune.data.sources import SPLIT_ALIASES, Sample, SplitSamples, find_labelled
 from galaxytune.data.tables import numbers, read_header
 from galaxytune.data.votes import (
     Labels,
@@ -63,7 +64,7 @@ def detect_format(root: Path) -> str:
     raise DataError(f"{root} is a file but not a CSV catalog or an HDF5 file; pass a folder, a CSV or a .h5 file.")
 
 
-def find_samples(cfg: DataConfig) -> dict[str, list[Sample]]:
+def find_samples(cfg: DataConfig) -> SplitSamples:
     """The labelled samples at ``cfg.path``, per split found there."""
     if not cfg.path:
         raise DataError("No data given: pass --data PATH (an image folder, a CSV catalog or an HDF5 file).")
@@ -76,10 +77,10 @@ def find_samples(cfg: DataConfig) -> dict[str, list[Sample]]:
         raise ConfigError(f"data.labels declares labels from votes, but {root} is read as '{fmt}', which has no "
                           "vote columns. Point data.path at a vote table, or remove data.labels.")
     if fmt == "galaxy10":
-        return {"train": galaxy10_samples(root)}
+        return SplitSamples({"train": galaxy10_samples(root)})
     if fmt in ("folder", "fits") or (fmt == "csv" and not from_votes):
-        found = find_labelled(root, cfg.path_column, cfg.label_column)
-        return _image_files(found, root, fmt == "fits", cfg.fits)
+        found = find_labelled(root, cfg.path_column, cfg.label_column, cfg.split_folders)
+        return SplitSamples(_image_files(found, root, fmt == "fits", cfg.fits))
     return vote_samples(READERS[fmt](root, cfg), cfg)
 
 
@@ -133,9 +134,19 @@ def _split(catalog: Catalog, row: int) -> str:
     return split
 
 
-def vote_samples(catalog: Catalog, cfg: DataConfig) -> dict[str, list[Sample]]:
+def _answer_counts(catalog: Catalog) -> np.ndarray | None:
+    """(galaxies, answers) vote counts of ``catalog.questions``; an empty cell (a question never
+    reached) counts zero votes."""
+    columns = count_columns(catalog.questions)
+    if not columns:
+        return None
+    return np.nan_to_num(np.stack([_floats(catalog, c) for c in columns], axis=1))
+
+
+def vote_samples(catalog: Catalog, cfg: DataConfig) -> SplitSamples:
     """Label every galaxy of ``catalog``, drop (and count) those without a label or an image."""
     labels = _labels(catalog, cfg)
+    counts = _answer_counts(catalog)
     dropped, no_image, by_split = dict(labels.dropped), [], {}
     for row, (label, path) in enumerate(zip(labels.labels, catalog.paths)):
         if label is None:
@@ -144,7 +155,8 @@ def vote_samples(catalog: Catalog, cfg: DataConfig) -> dict[str, list[Sample]]:
             no_image.append(path)
             continue
         fractions = None if labels.fractions is None else tuple(labels.fractions[row].tolist())
-        by_split.setdefault(_split(catalog, row), []).append(Sample(path, label, fractions))
+        answers = None if counts is None else tuple(counts[row].tolist())
+        by_split.setdefault(_split(catalog, row), []).append(Sample(path, label, fractions, answers))
     if no_image:
         example = next((p for p in no_image if p is not None), None)
         dropped["without an image file" + (f" (e.g. {example})" if example else "")] = len(no_image)
@@ -157,4 +169,4 @@ def vote_samples(catalog: Catalog, cfg: DataConfig) -> dict[str, list[Sample]]:
                         "images are where the table says.")
     if "train" not in by_split:
         raise DataError(f"{catalog.source}: no rows belong to the train split.")
-    return by_split
+    return SplitSamples(by_split, catalog.questions)

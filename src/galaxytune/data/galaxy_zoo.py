@@ -12,12 +12,13 @@ Only the columns the labels need are read (see :func:`wanted_columns`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from galaxytune.config import DataConfig
+from galaxytune.data.questions import Question, count_columns, find_questions
 from galaxytune.data.tables import numbers, read_columns, read_header, require
 from galaxytune.data.votes import label_columns, vote_columns
 from galaxytune.errors import ConfigError, DataError
@@ -55,6 +56,12 @@ class Catalog:
     """The columns read, as text (or as numbers where derived here)."""
     votes: str
     """The vote-count expression in effect ('' where the table has no counts)."""
+    questions: list[Question] = field(default_factory=list)
+    """Questions whose answer counts were read (``data.labels.questions``), each column in ``columns``."""
+
+
+def _questions(cfg: DataConfig, header: list[str]) -> list[Question]:
+    return find_questions(header) if cfg.labels.questions == "auto" else []
 
 
 def wanted_columns(cfg: DataConfig, votes: str, header: list[str]) -> dict[str, str]:
@@ -95,8 +102,9 @@ def read_vote_csv(path: Path, cfg: DataConfig) -> Catalog:
     header = read_header(path)
     wanted = wanted_columns(cfg, cfg.labels.votes, header)
     require(path, header, {cfg.path_column: "data.path_column (--path-column)", **wanted})
-    columns = read_columns(path, list(dict.fromkeys([cfg.path_column, *wanted])))
-    return Catalog(path, _by_path_column(path, columns[cfg.path_column]), columns, cfg.labels.votes)
+    questions = _questions(cfg, header)
+    columns = read_columns(path, list(dict.fromkeys([cfg.path_column, *wanted, *count_columns(questions)])))
+    return Catalog(path, _by_path_column(path, columns[cfg.path_column]), columns, cfg.labels.votes, questions)
 
 
 def _gz2_images(table: Path, objids: list[str]) -> list[Path | None]:
@@ -138,9 +146,10 @@ def read_gz2(path: Path, cfg: DataConfig) -> Catalog:
     wanted = wanted_columns(cfg, votes, header)
     key = cfg.path_column if cfg.path_column in header else "dr7objid"
     require(table, header, {key: "the GZ2 table (dr7objid) or data.path_column", **wanted})
-    columns = read_columns(table, list(dict.fromkeys([key, *wanted])))
+    questions = _questions(cfg, header)
+    columns = read_columns(table, list(dict.fromkeys([key, *wanted, *count_columns(questions)])))
     paths = _by_path_column(table, columns[key]) if key == cfg.path_column else _gz2_images(table, columns[key])
-    return Catalog(table, paths, columns, votes)
+    return Catalog(table, paths, columns, votes, questions)
 
 
 def kaggle_columns() -> dict[str, tuple[int, int]]:
@@ -194,10 +203,11 @@ def read_decals(path: Path, cfg: DataConfig) -> Catalog:
     votes = cfg.labels.votes or (DECALS_VOTES if DECALS_VOTES in header else "")
     wanted = wanted_columns(cfg, votes, header)
     require(table, header, {"iauname": "the GZ DECaLS table", **wanted})
-    columns = read_columns(table, list(dict.fromkeys(["iauname", *wanted])))
+    questions = _questions(cfg, header)
+    columns = read_columns(table, list(dict.fromkeys(["iauname", *wanted, *count_columns(questions)])))
     # Images are <part folder>/Jxxx/<iauname>.png, whichever of the archive's parts holds them.
     found = {p.stem: p for p in table.parent.glob("*/J*/*.png")}
-    return Catalog(table, [found.get(name.strip()) for name in columns["iauname"]], columns, votes)
+    return Catalog(table, [found.get(name.strip()) for name in columns["iauname"]], columns, votes, questions)
 
 
 READERS = {"csv": read_vote_csv, "gz2": read_gz2, "kaggle_gz": read_kaggle, "gz_decals": read_decals}

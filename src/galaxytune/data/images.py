@@ -148,7 +148,9 @@ class ImageSet(Dataset):
     """(uint8 image, target) pairs, from the in-memory cache or decoded from disk.
 
     The target is the class index, or with soft targets the vector of vote fractions (``.targets``
-    keeps the class indices for metrics and the decision rule either way).
+    keeps the class indices for metrics and the decision rule either way). With ``counts`` (every
+    Galaxy Zoo answer's votes, see galaxytune.data.questions) an item's target is the pair
+    ``(target, counts)``.
     """
 
     def __init__(
@@ -160,10 +162,12 @@ class ImageSet(Dataset):
         pixels: torch.Tensor | None = None,
         fits: FitsConfig | None = None,
         soft: list[tuple[float, ...]] | None = None,
+        counts: list[tuple[float, ...]] | None = None,
     ):
         self.paths, self.size, self.center_crop, self.fits = paths, size, center_crop, fits
         self.targets = torch.as_tensor(targets, dtype=torch.long)
         self.soft = None if soft is None else torch.as_tensor(soft, dtype=torch.float32).reshape(len(paths), -1)
+        self.counts = None if counts is None else torch.as_tensor(counts, dtype=torch.float32).reshape(len(paths), -1)
         self.pixels = pixels
 
     @property
@@ -175,7 +179,7 @@ class ImageSet(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        target = self.fit_targets[i]
+        target = self.fit_targets[i] if self.counts is None else (self.fit_targets[i], self.counts[i])
         if self.pixels is not None:
             return self.pixels[i], target
         return torch.from_numpy(read_image(self.paths[i], self.size, self.center_crop, self.fits)), target

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from galaxytune.cache import cache_home, key_of, load_arrays, save_arrays
 from galaxytune.config import DataConfig
 from galaxytune.data.formats import find_samples
-from galaxytune.data.images import Decoded, ImageSet, decode_all, default_workers
+from galaxytune.data.images import Decoded, ImageSet, content_digest, decode_all, default_workers
 from galaxytune.data.leakage import find_overlaps, write_overlaps
+from galaxytune.data.questions import Question
 from galaxytune.data.sources import SPLITS, Sample
 from galaxytune.data.splits import make_splits, write_splits
 from galaxytune.errors import DataError
@@ -21,6 +26,52 @@ class Prepared:
     sets: dict[str, ImageSet]
     samples: dict[str, list[Sample]]
     unreadable: list[tuple[Path, str]]
+    questions: list[Question]
+    """Galaxy Zoo questions whose answer counts every set carries (empty: none)."""
+    cache_key: str | None = None
+    """Key of the decoded images in the disk cache (None: not cached), for keys derived from it."""
+
+
+def decode_cached(cfg: DataConfig, paths: list[Path], cache: bool) -> tuple[Decoded, str | None]:
+    """Every image decoded, from the disk cache (``data.disk_cache``) where an earlier run left
+    them; and the cache key of the decoded set (None: no disk cache)."""
+    folder = disk_cache_folder(cfg) if cache else None
+    workers = default_workers(cfg.num_workers)
+    if folder is None:
+        return decode_all(paths, cfg.image_size, cfg.center_crop, cache, workers, "decode images", cfg.fits,
+                          digests=cfg.leakage != "off"), None
+    digests = [_digest_or_empty(p) for p in paths]
+    key = key_of("decoded", cfg.image_size, cfg.center_crop, asdict(cfg.fits), digests)
+    entry = load_arrays(folder, "decoded", key)
+    if entry is not None:
+        keep = entry["keep"].tolist()
+        bad = [(paths[i], str(reason)) for i, reason in zip(entry["bad"].tolist(), entry["reasons"])]
+        print(f"Decoded images read from the cache ({folder}).")
+        return Decoded(keep, bad, torch.from_numpy(entry["pixels"]), entry["hashes"], [digests[i] for i in keep]), key
+    decoded = decode_all(paths, cfg.image_size, cfg.center_crop, True, workers, "decode images", cfg.fits,
+                         digests=False)
+    decoded.digests = [digests[i] for i in decoded.keep]
+    index = {p: i for i, p in enumerate(paths)}
+    pixels = decoded.pixels if decoded.pixels is not None else torch.zeros((0, 3, cfg.image_size, cfg.image_size))
+    save_arrays(folder, "decoded", key, {
+        "keep": np.array(decoded.keep, dtype=np.int64), "pixels": pixels.numpy(), "hashes": decoded.hashes,
+        "bad": np.array([index[p] for p, _ in decoded.bad], dtype=np.int64),
+        "reasons": np.array([reason for _, reason in decoded.bad], dtype=str),
+    })
+    return decoded, key
+
+
+def _digest_or_empty(path: Path) -> str:
+    try:
+        return content_digest(path)
+    except (OSError, ValueError):  # unreadable: decoding will report it
+        return ""
+
+
+def disk_cache_folder(cfg: DataConfig) -> Path | None:
+    if cfg.disk_cache == "off":
+        return None
+    return (cache_home() / "arrays") if cfg.disk_cache == "auto" else Path(cfg.disk_cache).expanduser()
 
 
 def want_cache(cfg: DataConfig, n_images: int) -> bool:
@@ -65,12 +116,9 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
     Unreadable images are dropped before splitting, so they cannot leave a split lopsided.
     """
     found = find_samples(cfg)
+    questions = found.questions
     everything = [s for split in SPLITS for s in found.get(split, [])]
-    decoded = decode_all(
-        [s.path for s in everything], cfg.image_size, cfg.center_crop,
-        want_cache(cfg, len(everything)), default_workers(cfg.num_workers), "decode images", cfg.fits,
-        digests=cfg.leakage != "off",
-    )
+    decoded, cache_key = decode_cached(cfg, [s.path for s in everything], want_cache(cfg, len(everything)))
     if decoded.bad and run_dir is not None:
         write_unreadable(decoded.bad, run_dir / "unreadable_images.csv")
         print(
@@ -95,9 +143,10 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
         sets[split] = ImageSet(
             [s.path for s in samples], [index[s.label] for s in samples], cfg.image_size, cfg.center_crop, pixels,
             cfg.fits, [s.fractions for s in samples] if cfg.labels.soft else None,
+            [s.counts for s in samples] if questions else None,
         )
     if run_dir is not None:
         write_splits(splits, run_dir / "splits.csv")
     if cfg.leakage != "off":
         guard_leakage(splits, decoded, row, cfg, run_dir)
-    return Prepared(classes, sets, splits, decoded.bad)
+    return Prepared(classes, sets, splits, decoded.bad, questions, cache_key)

@@ -25,6 +25,17 @@ class Sample:
     label: str
     fractions: tuple[float, ...] | None = None
     """Vote fractions over the classes (in sorted class order) when training on soft targets."""
+    counts: tuple[float, ...] | None = None
+    """Votes for every answer of every question (galaxytune.data.questions), where the table has them."""
+
+
+class SplitSamples(dict):
+    """Split name -> its samples, and the Galaxy Zoo questions whose answer counts the samples
+    carry (empty for data without vote counts)."""
+
+    def __init__(self, by_split: dict[str, list[Sample]], questions: list | None = None):
+        super().__init__(by_split)
+        self.questions = list(questions or [])
 
 
 def is_image(path: Path) -> bool:
@@ -50,9 +61,14 @@ def _class_folder(folder: Path) -> list[Sample]:
     return samples
 
 
-def _from_folders(root: Path) -> dict[str, list[Sample]]:
+def _from_folders(root: Path, split_folders: dict[str, str]) -> dict[str, list[Sample]]:
     found: dict[str, list[Sample]] = {}
-    for split, names in SPLIT_ALIASES.items():
+    named = set(split_folders.values())
+    for split, aliases in SPLIT_ALIASES.items():
+        names = [split_folders[split]] if split in split_folders else [n for n in aliases if n not in named]
+        if split in split_folders and not (root / split_folders[split]).is_dir():
+            raise DataError(f"data.split_folders names {root / split_folders[split]} for the {split} split, "
+                            "but there is no such folder.")
         for name in names:
             if (root / name).is_dir():
                 found[split] = _class_folder(root / name)
@@ -130,8 +146,11 @@ def _from_csv(csv_path: Path, path_column: str, label_column: str) -> dict[str, 
     return by_split
 
 
-def find_labelled(path: str | Path, path_column: str, label_column: str) -> dict[str, list[Sample]]:
-    """The labelled samples at ``path`` (folder or CSV), per split found there."""
+def find_labelled(
+    path: str | Path, path_column: str, label_column: str, split_folders: dict[str, str] | None = None
+) -> dict[str, list[Sample]]:
+    """The labelled samples at ``path`` (folder or CSV), per split found there. ``split_folders``
+    (split -> folder name) overrides the usual folder names of an image-folder root."""
     root = Path(path).expanduser()
     if not str(path):
         raise DataError("No data given: pass --data PATH (an image folder or a CSV catalog).")
@@ -141,7 +160,7 @@ def find_labelled(path: str | Path, path_column: str, label_column: str) -> dict
         if root.suffix.lower() != ".csv":
             raise DataError(f"{root} is a file but not a .csv catalog; pass a folder or a CSV.")
         return _from_csv(root, path_column, label_column)
-    return _from_folders(root)
+    return _from_folders(root, split_folders or {})
 
 
 def find_images(paths: list[str | Path]) -> list[Path]:

@@ -41,6 +41,9 @@ class ModelInfo:
     """The decision rule was fitted on TTA logits (``decision.tta``): predict with TTA by default."""
     fits: dict[str, Any] = field(default_factory=dict)
     """How FITS cutouts were turned into images (``data.fits``), so new cutouts get the same stretch."""
+    stretch: str = "none"
+    """The network's own stretch of pixel values (``data.stretch``)."""
+    stretch_softening: float = 0.05
 
     @property
     def fits_config(self) -> FitsConfig | None:
@@ -84,7 +87,7 @@ def load_model(path: str | Path) -> tuple[GalaxyClassifier, ModelInfo]:
         raise ModelError(f"{folder / META} is not a galaxytune model description ({exc}).") from None
     net = create_classifier(
         info.architecture, len(info.classes), weights="none", mean=info.mean, std=info.std,
-        kwargs=info.create_kwargs,
+        kwargs=info.create_kwargs, stretch=info.stretch, softening=info.stretch_softening,
     )
     try:
         net.load_state_dict(load_file(str(folder / WEIGHTS)))

@@ -8,6 +8,7 @@ the same thing and normalisation cannot be forgotten or applied twice.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,32 @@ from galaxytune.errors import ModelError
 
 
 class GalaxyClassifier(nn.Module):
-    def __init__(self, backbone: nn.Module, mean: list[float], std: list[float]):
+    def __init__(self, backbone: nn.Module, mean: list[float], std: list[float], stretch: str = "none",
+                 softening: float = 0.05):
+        """``stretch``: 'asinh' maps pixel values x in [0, 1] to asinh(x / softening) /
+        asinh(1 / softening) before normalising, lifting faint emission (radio lobes, outer
+        discs) out of the bottom few grey levels; 'none' leaves them linear."""
         super().__init__()
         self.backbone = backbone
+        self.stretch, self.softening = stretch, softening
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.question_head: nn.Linear | None = None
+        """Training-time second head on the same features: every Galaxy Zoo answer's votes
+        (galaxytune.data.questions). Not part of the saved model: it only shapes the features."""
+
+    def add_question_head(self, n_answers: int) -> None:
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.question_head = nn.Linear(width, n_answers)
+
+    def drop_question_head(self) -> None:
+        self.question_head = None
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
+        if self.stretch == "asinh":
+            x = torch.asinh(x / self.softening) / math.asinh(1.0 / self.softening)
         return (x - self.mean) / self.std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,6 +59,12 @@ class GalaxyClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalise(x))
+
+    def forward_with_questions(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits and, from the question head, one logit per Galaxy Zoo answer."""
+        fmap = self.backbone.forward_features(self.normalise(x))
+        pooled = self.backbone.forward_head(fmap, pre_logits=True)
+        return self.backbone.forward_head(fmap), self.question_head(pooled)
 
 
 def _unknown_model(name: str) -> ModelError:
@@ -57,6 +81,8 @@ def create_classifier(
     std: list[float] | None = None,
     drop_rate: float = 0.0,
     kwargs: dict[str, Any] | None = None,
+    stretch: str = "none",
+    softening: float = 0.05,
 ) -> GalaxyClassifier:
     """A :class:`GalaxyClassifier` for ``num_classes`` on timm model ``name``.
 
@@ -98,4 +124,4 @@ def create_classifier(
     cfg = backbone.pretrained_cfg
     mean = list(mean or cfg.get("mean", (0.485, 0.456, 0.406)))
     std = list(std or cfg.get("std", (0.229, 0.224, 0.225)))
-    return GalaxyClassifier(backbone, mean, std)
+    return GalaxyClassifier(backbone, mean, std, stretch, softening)

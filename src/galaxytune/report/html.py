@@ -241,6 +241,18 @@ def _training_curves(run_dir: Path, rows: list[dict]) -> str:
     return _section("Training curves", *(images or [_note("No per-epoch metrics were recorded.")]))
 
 
+def _decisions(path: Path) -> str:
+    """What the run's guards decided, stage by stage (stages.json), so that a stage row equal to
+    the one before, or a rule without offsets, is explained where it is shown."""
+    if not path.is_file():
+        return ""
+    notes = [(s["stage"], s["note"]) for s in json.loads(path.read_text()) if s.get("note")]
+    if not notes:
+        return ""
+    items = "".join(f"<li><b>{_esc(stage)}</b>: {_esc(note)}</li>" for stage, note in notes)
+    return _section("What the run decided", f"<ul>{items}</ul>")
+
+
 def write_run_report(run_dir: Path) -> Path:
     """The report of a ``galaxytune train`` run folder, written to ``run_dir/report.html``."""
     run_dir = Path(run_dir)
@@ -275,6 +287,9 @@ def write_run_report(run_dir: Path) -> Path:
     table = _read_csv(run_dir / "stage_table.csv")
     if table:
         sections.append(_stage_table(table, _read_csv(run_dir / "stage_gains.csv")))
+    decided = _decisions(run_dir / "stages.json")
+    if decided:
+        sections.append(decided)
     sections.append(_training_curves(run_dir, _read_csv(run_dir / "metrics.csv")))
     sections += _split_sections(run_dir, "test", classes, y, final, before, calibration,
                                 [Path(p) for p in outputs["test_paths"]])

@@ -7,12 +7,14 @@ import math
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
-from galaxytune.data.transforms import dihedral_targets, random_dihedral
+from galaxytune.data.transforms import dihedral_targets, random_affine, random_dihedral
 from galaxytune.models.freezing import freeze_batchnorm
+from galaxytune.training.losses import QUESTION_LOSSES
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -34,14 +36,28 @@ class ClassifierModule(L.LightningModule):
         augment: bool = False,
         batchnorm: str = "frozen",
         mirror: list[int] | None = None,
+        sky: dict | None = None,
+        questions: dict | None = None,
+        channels_last: bool = False,
+        start_size: int = 0,
+        start_epochs: int = 0,
     ):
         """``mirror``: the class each class becomes under a mirror flip (see
-        :func:`galaxytune.data.transforms.mirror_permutation`); None: every label is kept."""
+        :func:`galaxytune.data.transforms.mirror_permutation`); None: every label is kept.
+        ``sky``: arguments of :func:`galaxytune.data.transforms.random_affine` (any-angle turns,
+        zoom, shift) applied after the random flip; None: flips and quarter turns only.
+        ``questions``: ``{"slices": ..., "loss": name, "weight": w}`` trains ``net``'s question
+        head on every Galaxy Zoo answer's votes beside the class head (items' targets are then
+        ``(target, counts)``). ``channels_last``: the faster memory layout for conv nets on CPUs.
+        ``start_size``, ``start_epochs``: progressive resizing; the first epochs train on images
+        shrunk to ``start_size`` px (cheaper per image), the rest and all validation at full size."""
         super().__init__()
         self.net = net
         self.param_groups = param_groups
         self.warmup_fraction = warmup_fraction
-        self.augment, self.batchnorm = augment, batchnorm
+        self.augment, self.batchnorm, self.sky = augment, batchnorm, sky
+        self.questions, self.channels_last = questions, channels_last
+        self.start_size, self.start_epochs = start_size, start_epochs
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # A buffer, so that it follows the module to the device; not saved in checkpoints.
         perm = torch.arange(num_classes) if mirror is None else torch.tensor(mirror)
@@ -60,25 +76,53 @@ class ClassifierModule(L.LightningModule):
         # start), so the BatchNorm policy is applied before every step, not in train().
         freeze_batchnorm(self.net, self.batchnorm)
 
+    def on_fit_start(self):
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def on_fit_end(self):
+        # Saved weights must be contiguous (safetensors), whatever layout trained them.
+        self.net.to(memory_format=torch.contiguous_format)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self._layout(x))
 
     def augment_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random rotations and flips, with the targets of mirrored images permuted to match."""
+        """Random rotations and flips, with the targets of mirrored images permuted to match;
+        then, with ``sky``, any-angle turns, zoom and shift."""
         x, which = random_dihedral(x)
+        if self.sky:
+            x = random_affine(x, **self.sky)
         return x, dihedral_targets(y, which, self.mirror)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        counts = None
+        if isinstance(y, (list, tuple)):
+            y, counts = y
+        if self.start_size and self.current_epoch < self.start_epochs:
+            x = F.interpolate(x.float() / 255.0 if x.dtype == torch.uint8 else x, size=self.start_size,
+                              mode="bilinear", antialias=True)
         if self.augment:
             x, y = self.augment_batch(x, y)
-        loss = self.loss(self(x), y)
+        if self.questions and counts is not None:
+            logits, answers = self.net.forward_with_questions(self._layout(x))
+            question_loss = QUESTION_LOSSES[self.questions["loss"]](answers, counts, self.questions["slices"])
+            self.log("train_question_loss", question_loss, on_step=False, on_epoch=True, batch_size=len(y))
+            loss = self.loss(logits, y) + self.questions["weight"] * question_loss
+        else:
+            loss = self.loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("lr", self.optimizers().param_groups[-1]["lr"], on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
+        if isinstance(y, (list, tuple)):
+            y = y[0]
         logits = self(x)
         self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         # Soft targets (vote fractions) are scored as classes by their most-voted answer.

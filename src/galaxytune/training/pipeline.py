@@ -17,9 +17,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from galaxytune.cache import file_digest, key_of, load_arrays, save_arrays
 from galaxytune.config import Config
 from galaxytune.data.images import ImageSet, default_workers
-from galaxytune.data.prepare import Prepared, prepare
+from galaxytune.data.prepare import Prepared, disk_cache_folder, prepare
+from galaxytune.data.questions import answer_slices
 from galaxytune.data.transforms import mirror_permutation
 from galaxytune.decision import DecisionRule, cross_entropy, fit_decision_rule
 from galaxytune.errors import ConfigError
@@ -61,6 +63,9 @@ class StageOutput:
     """Whether the stage beat the one before it on validation (None: nothing came before)."""
     kept_incoming: bool = False
     """The finetune guard kept the incoming weights: this stage's outputs are the previous one's."""
+    note: str = ""
+    """What the stage decided and why (a guard that kept the incoming weights, TTA chosen or not,
+    offsets kept or dropped), for stages.json and the report."""
 
     def summary(self) -> dict:
         per_epoch = self.fit_seconds / self.epochs if self.epochs else None
@@ -68,7 +73,7 @@ class StageOutput:
             "stage": self.name, "seconds": round(self.seconds, 2), "epochs": self.epochs,
             "seconds_per_epoch": None if per_epoch is None else round(per_epoch, 2),
             "trainable_params": self.trainable_params, "adapter_bytes": self.adapter_bytes,
-            "beat_incoming": self.beat_incoming, "kept_incoming": self.kept_incoming,
+            "beat_incoming": self.beat_incoming, "kept_incoming": self.kept_incoming, "note": self.note,
         }
 
 
@@ -113,11 +118,7 @@ def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Pa
     """Stage 1: features from the frozen backbone computed once, then the head trained on them."""
     tc = cfg.transfer
     net.to(_inference_device(cfg))
-    feats = {}
-    for split, dataset in data.sets.items():
-        feats[split] = run_batches(
-            _Features(net), dataset, 128, f"features {split}", _image_workers(cfg, dataset)
-        )
+    feats = {split: _features(cfg, net, data, split) for split in data.sets}
     head = nn.Sequential(nn.Dropout(cfg.model.drop_rate), net.head)
     train = TensorDataset(feats["train"], data.sets["train"].fit_targets)
     val = TensorDataset(feats["val"], data.sets["val"].fit_targets)
@@ -134,7 +135,29 @@ def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Pa
         )
 
 
-class _Features(nn.Module):
+def _features(cfg: Config, net: GalaxyClassifier, data: Prepared, split: str) -> torch.Tensor:
+    """The frozen backbone's pooled features of one split, from the disk cache where an earlier
+    run on the same images and weights left them."""
+    dataset = data.sets[split]
+    folder = disk_cache_folder(cfg.data)
+    m = cfg.model
+    cacheable = folder is not None and data.cache_key is not None and m.weights != "none"  # random init: seeded
+    if cacheable:
+        weights = file_digest(Path(m.weights).expanduser()) if m.weights != "hub" else "hub"
+        key = key_of("features", data.cache_key, split, [str(p) for p in dataset.paths], m.name, weights, m.kwargs,
+                     net.mean.flatten().tolist(), net.std.flatten().tolist(), net.stretch, net.softening)
+        entry = load_arrays(folder, "features", key)
+        if entry is not None:
+            return torch.from_numpy(entry["features"])
+    out = run_batches(Features(net), dataset, 128, f"features {split}", _image_workers(cfg, dataset))
+    if cacheable:
+        save_arrays(folder, "features", key, {"features": out.numpy()})
+    return out
+
+
+class Features(nn.Module):
+    """The pooled backbone features of a classifier, as a module for :func:`run_batches`."""
+
     def __init__(self, net: GalaxyClassifier):
         super().__init__()
         self.net = net
@@ -155,7 +178,6 @@ def run_finetune(
     """
     fc = cfg.finetune
     start_state = {k: v.clone() for k, v in net.state_dict().items()}
-    total = sum(p.numel() for p in net.parameters())
     if fc.method == "lora":
         trained = add_lora(net, fc.lora_rank, fc.lora_alpha, fc.lora_dropout)
         groups = [{"params": [p for p in trained.parameters() if p.requires_grad], "lr": fc.lr,
@@ -164,13 +186,19 @@ def run_finetune(
         trained = net
         set_trainable(net, fc.method, fc.top_blocks)
         groups = optimizer_groups(net, fc.lr, fc.weight_decay, fc.layer_decay)
+    questions = _question_settings(cfg, net, data, groups)
+    total = sum(p.numel() for p in net.parameters())
     n_trainable = sum(p.numel() for g in groups for p in g["params"])
     print(f"finetune ({fc.method}): {n_trainable:,} of {total:,} parameters trainable")
     train_set, val_set = data.sets["train"], data.sets["val"]
+    sky = dict(any_angle=fc.rotate == "any", zoom=fc.zoom, shift=fc.shift)
     module = ClassifierModule(
         trained, len(data.classes), groups, warmup_fraction=min(1.0, fc.warmup_epochs / fc.epochs),
         label_smoothing=fc.label_smoothing, augment=fc.augment, batchnorm=fc.batchnorm,
         mirror=mirror_permutation(data.classes, fc.mirror_swap),
+        sky=sky if (sky["any_angle"] or fc.zoom or fc.shift) else None,
+        questions=questions, channels_last=cfg.trainer.channels_last,
+        start_size=fc.start_size, start_epochs=round(fc.start_fraction * fc.epochs),
     )
     stats = fit(module,
                 _loader(train_set, fc.batch_size, True, _image_workers(cfg, train_set)),
@@ -178,6 +206,7 @@ def run_finetune(
                 run_dir, "finetune", fc.epochs, fc.patience, cfg.trainer)
     out = StageOutput("finetune", None, None, epochs=stats.epochs,  # outputs filled in below
                       fit_seconds=stats.seconds, trainable_params=n_trainable)
+    net.drop_question_head()
     net.to(_inference_device(cfg))  # Lightning hands the model back on the CPU
     if fc.method == "lora":
         if is_main_process():
@@ -193,7 +222,9 @@ def run_finetune(
     if incoming is not None:
         out.beat_incoming = _val_score(val_logits, val_set, cfg) > _val_score(incoming.val_logits, val_set, cfg)
         if not out.beat_incoming and fc.guard:
-            print(f"finetune: no better than the {incoming.name} stage on validation; keeping its weights.")
+            out.note = (f"no finetuned epoch beat the {incoming.name} stage on validation: its weights are kept "
+                        "(finetune.guard)")
+            print(f"finetune: {out.note}.")
             net.load_state_dict(start_state)
             if out.adapter_bytes is not None:  # an adapter of weights the run does not keep would mislead
                 shutil.rmtree(run_dir / "models" / "lora_adapter")
@@ -203,6 +234,20 @@ def run_finetune(
     test_logits = run_batches(net, data.sets["test"], 128, "predict test", _image_workers(cfg, data.sets["test"]))
     out.val_logits, out.test_logits = val_logits, test_logits.numpy()
     return out
+
+
+def _question_settings(cfg: Config, net: GalaxyClassifier, data: Prepared, groups: list[dict]) -> dict | None:
+    """Give ``net`` a question head when the data carries every answer's votes (and add its
+    parameters to ``groups`` at the top LR); the module's ``questions`` argument, or None."""
+    fc = cfg.finetune
+    if not data.questions or fc.question_weight <= 0 or fc.method == "lora":
+        return None
+    slices = answer_slices(data.questions)
+    net.add_question_head(slices[-1][1])
+    groups.append({"params": list(net.question_head.parameters()), "lr": fc.lr, "weight_decay": fc.weight_decay})
+    print(f"finetune: a question head learns the votes on {len(slices)} Galaxy Zoo questions "
+          f"({fc.question_loss}, weight {fc.question_weight})")
+    return {"slices": slices, "loss": fc.question_loss, "weight": fc.question_weight}
 
 
 def run_tta(cfg: Config, net: GalaxyClassifier, data: Prepared) -> StageOutput:
@@ -275,7 +320,7 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
     mirror_permutation(data.classes, cfg.finetune.mirror_swap)  # unknown class names stop the run now
     net = create_classifier(
         cfg.model.name, len(data.classes), cfg.model.weights, cfg.model.mean, cfg.model.std,
-        cfg.model.drop_rate, cfg.model.kwargs,
+        cfg.model.drop_rate, cfg.model.kwargs, cfg.data.stretch, cfg.data.stretch_softening,
     )
     stages: list[StageOutput] = []
     if cfg.transfer.enabled:
@@ -283,7 +328,17 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
     if cfg.finetune.enabled and cfg.finetune.method != "head":
         stages.append(_timed(run_finetune, cfg, net, data, run_dir, stages[-1] if stages else None))
     if cfg.decision.tta:
-        stages.append(_timed(run_tta, cfg, net, data))
+        tta = _timed(run_tta, cfg, net, data)
+        plain = stages[-1]
+        tta.beat_incoming = _val_score(tta.val_logits, data.sets["val"], cfg) > _val_score(
+            plain.val_logits, data.sets["val"], cfg)
+        verdict = "beat" if tta.beat_incoming else "did not beat"
+        if cfg.decision.tta is True or tta.beat_incoming:
+            tta.note = f"the mean of 8 rotated and flipped views {verdict} the plain logits on validation; used"
+            stages.append(tta)
+        else:
+            plain.note = "TTA (8 rotated and flipped views) did not beat the plain logits on validation; not used"
+            print(f"{plain.name}: {plain.note}.")
     y_val, y_test = _targets(data.sets["val"]), _targets(data.sets["test"])
     soft = data.sets["val"].soft
     fractions = None if soft is None else (soft.numpy(), data.sets["test"].soft.numpy())
@@ -293,8 +348,10 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
         last = stages[-1]
         dc = cfg.decision
         rule = fit_decision_rule(last.val_logits, y_val, dc.metric, dc.temperature, dc.offsets, dc.offset_range,
-                                 dc.offset_rule, cfg.trainer.seed, None if fractions is None else fractions[0])
-        stages.append(StageOutput("decision", last.val_logits, last.test_logits, rule, time.perf_counter() - start))
+                                 dc.offset_rule, cfg.trainer.seed, None if fractions is None else fractions[0],
+                                 dc.max_accuracy_drop)
+        stages.append(StageOutput("decision", last.val_logits, last.test_logits, rule, time.perf_counter() - start,
+                                  note=rule.check.describe() if rule.check else ""))
     val_probs = [s.rule.probabilities(s.val_logits) for s in stages]
     test_probs = [s.rule.probabilities(s.test_logits) for s in stages]
     table = [
@@ -315,7 +372,9 @@ def _rule_note(decision: StageOutput, y_val: np.ndarray, y_test: np.ndarray) -> 
     scaled = DecisionRule(decision.rule.temperature)
     val, test = (expected_calibration_error(y, scaled.probabilities(logits))
                  for y, logits in ((y_val, decision.val_logits), (y_test, decision.test_logits)))
-    return f"decision rule: {decision.rule.describe()}; ECE after the temperature alone: val {val:.4f}, test {test:.4f}"
+    check = f"; {decision.rule.check.describe()}" if decision.rule.check else ""
+    return (f"decision rule: {decision.rule.describe()}{check}; ECE after the temperature alone: "
+            f"val {val:.4f}, test {test:.4f}")
 
 
 def write_outputs(
@@ -327,7 +386,8 @@ def write_outputs(
         architecture=cfg.model.name, classes=data.classes, image_size=cfg.data.image_size,
         center_crop=cfg.data.center_crop, mean=net.mean.flatten().tolist(), std=net.std.flatten().tolist(),
         decision=stages[-1].rule.to_dict(), create_kwargs=cfg.model.kwargs,
-        mirror_swap=cfg.finetune.mirror_swap, tta=cfg.decision.tta, fits=asdict(cfg.data.fits),
+        mirror_swap=cfg.finetune.mirror_swap, tta=any(s.name == "tta" for s in stages), fits=asdict(cfg.data.fits),
+        stretch=cfg.data.stretch, stretch_softening=cfg.data.stretch_softening,
     )
     save_model(net, info, run_dir / "models")
     write_table(table, gains, run_dir)

@@ -1,0 +1,212 @@
+"""The recipe's levers: every Galaxy Zoo answer as extra supervision, sky augmentation, the input
+stretch, progressive resizing, the out-of-bag check of the decision rule, TTA chosen on
+validation, split folders, and the disk cache of decoded images and features."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import COLOURS, FAST, draw, write_folder
+from PIL import Image
+
+import galaxytune
+from galaxytune.cli import main
+from galaxytune.config import load_config
+from galaxytune.data.formats import find_samples
+from galaxytune.data.prepare import prepare
+from galaxytune.data.questions import answer_slices, find_questions
+from galaxytune.data.transforms import random_affine
+from galaxytune.decision import check_offsets, fit_decision_rule
+from galaxytune.errors import ConfigError, DataError
+from galaxytune.inference.predict import run_batches
+from galaxytune.inference.saved import load_model
+from galaxytune.models.backbone import create_classifier
+from galaxytune.training.losses import dirichlet_multinomial_nll, question_cross_entropy
+from galaxytune.training.pipeline import Features
+
+GZ2_COUNTS = ["t01_smooth_or_features_a01_smooth_count", "t01_smooth_or_features_a02_features_or_disk_count",
+              "t01_smooth_or_features_a03_star_or_artifact_count", "t02_edgeon_a04_yes_count",
+              "t02_edgeon_a05_no_count"]
+
+
+def test_questions_are_found_in_gz2_and_decals_headers():
+    gz2 = find_questions(["filename", *GZ2_COUNTS, "t01_smooth_or_features_a01_smooth_fraction", "total_count"])
+    assert [(q.name, q.answers) for q in gz2] == [
+        ("t01_smooth_or_features", ("a01_smooth", "a02_features_or_disk", "a03_star_or_artifact")),
+        ("t02_edgeon", ("a04_yes", "a05_no"))]
+    assert answer_slices(gz2) == [(0, 3), (3, 5)]
+    decals = find_questions(["iauname", "disk-edge-on_total-votes", "disk-edge-on_yes", "disk-edge-on_yes_fraction",
+                             "disk-edge-on_no", "disk-edge-on_no_fraction", "disk-edge-on_no_debiased"])
+    assert [(q.name, q.columns) for q in decals] == [("disk-edge-on", ("disk-edge-on_yes", "disk-edge-on_no"))]
+    assert find_questions(["filename", "label", "f_red"]) == []
+
+
+def test_dirichlet_multinomial_prefers_the_votes_and_ignores_unasked_questions():
+    slices = [(0, 2), (2, 4)]
+    counts = torch.tensor([[30.0, 10.0, 0.0, 0.0]])  # the second question was never asked
+    right = torch.tensor([[3.0, -1.0, 5.0, -5.0]])
+    wrong = torch.tensor([[-1.0, 3.0, -5.0, 5.0]])
+    assert dirichlet_multinomial_nll(right, counts, slices) < dirichlet_multinomial_nll(wrong, counts, slices)
+    # Whatever it predicts for the unasked question costs nothing.
+    other = right.clone()
+    other[0, 2:] = torch.tensor([-5.0, 5.0])
+    for loss in (dirichlet_multinomial_nll, question_cross_entropy):
+        assert loss(other, counts, slices).item() == pytest.approx(loss(right, counts, slices).item())
+    # One answer, one vote, flat prediction: the likelihood is 1/2, per vote.
+    flat = torch.zeros(1, 2)
+    one_vote = dirichlet_multinomial_nll(flat, torch.tensor([[1.0, 0.0]]), [(0, 2)]).item()
+    assert one_vote == pytest.approx(math.log(2), rel=1e-5)
+
+
+def _gz2_table(root, n_per_class: int = 12):
+    """A GZ2-style table: a derived class and the answer counts of two questions."""
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for label, votes in (("red", (30, 5, 1, 0, 0)), ("green", (5, 30, 1, 25, 5)), ("blue", (5, 30, 1, 5, 25))):
+        for i in range(n_per_class):
+            name = f"img/{label}_{i}.png"
+            Image.fromarray(draw(label, rng)).save(root / name)
+            rows.append({"filename": name, "derived_class": label, **dict(zip(GZ2_COUNTS, votes))})
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "labels.csv"
+
+
+def test_answer_counts_travel_with_the_samples_and_train_a_question_head(tmp_path, weights_file, capsys):
+    table = _gz2_table(tmp_path / "data")
+    cfg = load_config(overrides=[f"data.path={table}", "data.label_column=derived_class", "data.image_size=32"])
+    found = find_samples(cfg.data)
+    assert [q.name for q in found.questions] == ["t01_smooth_or_features", "t02_edgeon"]
+    data = prepare(cfg.data, None)
+    _, (target, counts) = data.sets["train"][0]
+    assert target.dtype == torch.long and counts.shape == (5,) and counts.sum() > 0
+    off = find_samples(load_config(overrides=[f"data.path={table}", "data.label_column=derived_class",
+                                              "data.labels.questions=off"]).data)
+    assert off.questions == [] and all(s.counts is None for s in off["train"])
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(table), "--out", str(run), "--weights", str(weights_file), *FAST,
+                 "data.label_column=derived_class"]) == 0
+    assert "question head learns the votes on 2 Galaxy Zoo questions" in capsys.readouterr().out
+    logged = [r for r in csv.DictReader(open(run / "logs" / "finetune" / "metrics.csv")) if r["train_question_loss"]]
+    assert logged and all(float(r["train_question_loss"]) > 0 for r in logged)
+    # The question head shapes the features only: the saved model is a plain classifier.
+    net, _ = load_model(run)
+    assert net.question_head is None
+
+
+def test_affine_augmentation_is_the_identity_when_off_and_keeps_a_centred_blob_under_turns():
+    x = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    x[:, :, 12:20, 12:20] = 200
+    same = random_affine(x, any_angle=False, zoom=0.0, shift=0.0)
+    assert torch.allclose(same, x.float() / 255, atol=1e-6)
+    turned = random_affine(x, any_angle=True, zoom=0.1, shift=0.0, generator=torch.Generator().manual_seed(0))
+    assert turned.shape == (4, 3, 32, 32) and 0 <= turned.min() and turned.max() <= 1
+    # A turn moves the square's corners but not its centre.
+    assert torch.all(turned[:, :, 15:17, 15:17] > 0.7)
+    assert not torch.allclose(turned, same)
+
+
+def test_asinh_stretch_lifts_faint_pixels_and_travels_with_the_saved_model(tmp_path, weights_file):
+    linear = create_classifier("mobilenetv1_100", 3, str(weights_file))
+    stretched = create_classifier("mobilenetv1_100", 3, str(weights_file), stretch="asinh", softening=0.05)
+    faint = torch.full((1, 3, 4, 4), 10, dtype=torch.uint8)
+    assert (stretched.normalise(faint) > linear.normalise(faint) + 0.3).all()
+    bright = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
+    assert torch.allclose(stretched.normalise(bright), linear.normalise(bright))
+
+    write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(run), "--weights", str(weights_file), *FAST,
+                 "data.stretch=asinh", "data.stretch_softening=0.1"]) == 0
+    net, info = load_model(run)
+    assert (info.stretch, info.stretch_softening) == ("asinh", 0.1) and net.stretch == "asinh"
+
+
+def test_offsets_are_dropped_out_of_bag_when_they_do_not_help_and_kept_when_they_do():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    clean = np.eye(3)[y] * 2 + rng.normal(0, 1, (600, 3))
+    rule = fit_decision_rule(clean, y, "macro_f1", max_accuracy_drop=0.01)
+    assert not rule.check.kept and rule.offsets == [0.0, 0.0, 0.0]
+    assert "dropped" in rule.check.describe()
+    shifted = clean - np.array([0.0, 0.0, 2.5])  # class 2 is under-predicted: an offset repairs it
+    check = check_offsets(shifted, y, "macro_f1", 3.0, 0.01)
+    assert check.kept and check.metric_gain > 0.05 and check.accuracy_change > 0
+    # No accuracy may be given up: a rule that trades accuracy for macro-F1 is dropped.
+    assert not check_offsets(shifted, y, "macro_f1", 3.0, -1.0).kept
+
+
+def test_tta_is_kept_only_when_it_wins_on_validation(tmp_path, weights_file):
+    write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(run), "--weights", str(weights_file),
+                 *FAST]) == 0
+    stages = {s["stage"]: s for s in json.loads((run / "stages.json").read_text())}
+    info = galaxytune.load(run).info
+    # Either way, the saved model predicts as the stage table says it was scored.
+    assert info.tta == ("tta" in stages)
+    rows = [r["stage"] for r in csv.DictReader(open(run / "stage_table.csv"))]
+    assert ("tta" in rows) == info.tta
+    with pytest.raises(ConfigError, match="decision.tta"):
+        load_config(overrides=["decision.tta=sometimes"])
+
+
+def test_split_folders_hold_a_sources_valid_folder_out_as_test(tmp_path):
+    root = tmp_path / "data"
+    write_folder(root / "train", dict.fromkeys(COLOURS, 12))
+    write_folder(root / "valid", dict.fromkeys(COLOURS, 4), seed=1)
+    cfg = load_config(overrides=[f"data.path={root}", "data.split_folders={test: valid}", "data.image_size=32"])
+    data = prepare(cfg.data, None)
+    assert all(p.parent.parent.name == "valid" for p in data.sets["test"].paths)
+    assert len(data.sets["test"]) == 12
+    assert all(p.parent.parent.name == "train" for p in data.sets["val"].paths)
+    with pytest.raises(DataError, match="no such folder"):
+        prepare(load_config(overrides=[f"data.path={root}", "data.split_folders={test: holdout}"]).data, None)
+    with pytest.raises(ConfigError, match="split_folders"):
+        load_config(overrides=["data.split_folders={testing: valid}"])
+
+
+def test_second_run_reads_decoded_images_and_features_from_the_disk_cache(tmp_path, weights_file, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setenv("GALAXYTUNE_CACHE", str(tmp_path / "cache"))
+    write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
+    args = ["--data", str(tmp_path / "data"), "--weights", str(weights_file), *FAST, "decision.tta=false"]
+    assert main(["train", "--out", str(tmp_path / "a"), *args]) == 0
+    first = capsys.readouterr().out
+    entries = sorted(p.name.split("-")[0] for p in (tmp_path / "cache" / "arrays").iterdir())
+    assert entries == ["decoded", "features", "features", "features"]
+    assert main(["train", "--out", str(tmp_path / "b"), *args]) == 0
+    assert "read from the cache" not in first and "Decoded images read from the cache" in capsys.readouterr().out
+    # What the cache holds is what the frozen backbone computes.
+    cfg = load_config(overrides=[f"data.path={tmp_path / 'data'}", f"model.weights={weights_file}", *FAST[:2]])
+    data = prepare(cfg.data, None)
+    net = create_classifier("mobilenetv1_100", 3, str(weights_file))
+    fresh = run_batches(Features(net), data.sets["val"], 64, "features").numpy()
+    cached = [np.load(p)["features"] for p in (tmp_path / "cache" / "arrays").glob("features-*")]
+    assert any(c.shape == fresh.shape and np.allclose(c, fresh, atol=1e-5) for c in cached)
+    capsys.readouterr()
+    # Changed pixels are a new key, never a stale hit.
+    image = next((tmp_path / "data" / "red").iterdir())
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(image)
+    assert main(["train", "--out", str(tmp_path / "c"), *args]) == 0
+    assert "read from the cache" not in capsys.readouterr().out
+    assert len(list((tmp_path / "cache" / "arrays").glob("decoded-*"))) == 2
+
+
+def test_progressive_resizing_trains_the_first_epochs_small(tmp_path, weights_file):
+    write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(run), "--weights", str(weights_file), *FAST,
+                 "finetune.start_size=16", "finetune.epochs=2"]) == 0
+    assert (run / "models" / "model.safetensors").is_file()
+    with pytest.raises(ConfigError, match="finetune.start_size"):
+        load_config(overrides=["data.image_size=32", "finetune.start_size=64"])
