@@ -186,6 +186,9 @@ def test_second_run_reads_decoded_images_and_features_from_the_disk_cache(tmp_pa
     assert entries == ["decoded", "features", "features", "features"]
     assert main(["train", "--out", str(tmp_path / "b"), *args]) == 0
     assert "read from the cache" not in first and "Decoded images read from the cache" in capsys.readouterr().out
+    # The same numbers, cold cache or warm.
+    same = [np.load(tmp_path / run / "stage_outputs.npz")["transfer_val"] for run in ("a", "b")]
+    np.testing.assert_allclose(same[0], same[1], rtol=1e-5, atol=1e-7)
     # What the cache holds is what the frozen backbone computes.
     cfg = load_config(overrides=[f"data.path={tmp_path / 'data'}", f"model.weights={weights_file}", *FAST[:2]])
     data = prepare(cfg.data, None)

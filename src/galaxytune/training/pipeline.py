@@ -119,6 +119,9 @@ def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Pa
     tc = cfg.transfer
     net.to(_inference_device(cfg))
     feats = {split: _features(cfg, net, data, split) for split in data.sets}
+    # Seeded here, not only at the start: whether the features came from the disk cache (no data
+    # loaders drawing seeds) must not change the numbers.
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     head = nn.Sequential(nn.Dropout(cfg.model.drop_rate), net.head)
     train = TensorDataset(feats["train"], data.sets["train"].fit_targets)
     val = TensorDataset(feats["val"], data.sets["val"].fit_targets)
@@ -326,6 +329,7 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
     if cfg.transfer.enabled:
         stages.append(_timed(run_transfer, cfg, net, data, run_dir))
     if cfg.finetune.enabled and cfg.finetune.method != "head":
+        L.seed_everything(cfg.trainer.seed + 1, workers=True, verbose=False)
         stages.append(_timed(run_finetune, cfg, net, data, run_dir, stages[-1] if stages else None))
     if cfg.decision.tta:
         tta = _timed(run_tta, cfg, net, data)
