@@ -6,7 +6,7 @@ Tasks (each needs its data argument; those without one are skipped):
 - ``gz2-bar``: the GZ2 bar question (``configs/gz2_bar.yaml``), threshold tuned by the decision stage;
 - ``gz2-soft``: GZ2 t01 (smooth / features / star) trained on the vote fractions themselves
   (``configs/gz2_soft.yaml``), scored as classes and by vote-fraction RMSE;
-- ``first``: FIRST radio galaxies, 4 classes, greyscale (``configs/first_radio.yaml``).
+- ``first``: FIRST radio galaxies, 4 classes, greyscale (``configs/first_cpu.yaml``).
 
     python benchmarks/label_tasks.py --out runs/label_tasks \
         --gz2 ../shared/data/gz2_sdss_dr16_cutouts/labels.csv --first ../shared/data/first_radio_galaxies \
@@ -34,7 +34,7 @@ TASKS = {
     "gz2-rules": ("gz2", "gz2_rules.yaml"),
     "gz2-bar": ("gz2", "gz2_bar.yaml"),
     "gz2-soft": ("gz2", "gz2_soft.yaml"),
-    "first": ("first", "first_radio.yaml"),
+    "first": ("first", "first_cpu.yaml"),
 }
 
 

@@ -27,7 +27,7 @@ from galaxytune.inference.predict import run_batches
 from galaxytune.inference.saved import load_model
 from galaxytune.models.backbone import create_classifier
 from galaxytune.training.losses import dirichlet_multinomial_nll, question_cross_entropy
-from galaxytune.training.pipeline import Features
+from galaxytune.training.pipeline import Features, class_weights
 
 GZ2_COUNTS = ["t01_smooth_or_features_a01_smooth_count", "t01_smooth_or_features_a02_features_or_disk_count",
               "t01_smooth_or_features_a03_star_or_artifact_count", "t02_edgeon_a04_yes_count",
@@ -213,3 +213,13 @@ def test_progressive_resizing_trains_the_first_epochs_small(tmp_path, weights_fi
     assert (run / "models" / "model.safetensors").is_file()
     with pytest.raises(ConfigError, match="finetune.start_size"):
         load_config(overrides=["data.image_size=32", "finetune.start_size=64"])
+
+
+def test_class_weights_favour_rare_classes_and_average_one_over_the_training_images():
+    targets = torch.tensor([0] * 90 + [1] * 10)
+    assert class_weights(targets, 2, "none") is None
+    balanced = class_weights(targets, 2, "balanced")
+    assert balanced[1] / balanced[0] == pytest.approx(9.0)
+    assert class_weights(targets, 2, "sqrt")[1] / class_weights(targets, 2, "sqrt")[0] == pytest.approx(3.0)
+    for rule in ("balanced", "sqrt"):
+        assert class_weights(targets, 2, rule)[targets].mean().item() == pytest.approx(1.0)

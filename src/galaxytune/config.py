@@ -166,14 +166,19 @@ class FinetuneConfig:
     that train. Measured with top-blocks on gz2 and gz1 (docs/benchmarks.md): no consistent
     winner on validation, so the default is the one that cannot drift the pretrained statistics."""
     label_smoothing: float = 0.1
+    class_weights: str = "none"
+    """Weights of the training loss per class: 'balanced' (inverse frequency in train), 'sqrt'
+    (its square root: rare classes count more, less so) or 'none'."""
     augment: bool = True
     """Random flips and rotations (galaxies have no preferred orientation), zoom and shift."""
-    rotate: str = "any"
-    """'any': turns by any angle; 'quarter': by multiples of 90 degrees only."""
-    zoom: float = 0.1
-    """Training images are scaled by a random factor in [1 - zoom, 1 + zoom]."""
-    shift: float = 0.05
-    """... and shifted by up to this fraction of their side."""
+    rotate: str = "quarter"
+    """'quarter': turns by multiples of 90 degrees (exact on the pixel grid); 'any': by any angle,
+    resampled bilinearly. On gz2 at 64 px any-angle turns with zoom and shift lost on validation
+    (the resampling blurs small cutouts that test images never are; docs/benchmarks.md)."""
+    zoom: float = 0.0
+    """Training images are scaled by a random factor in [1 - zoom, 1 + zoom] (e.g. 0.1)."""
+    shift: float = 0.0
+    """... and shifted by up to this fraction of their side (e.g. 0.05)."""
     start_size: int = 0
     """Progressive resizing: the first start_fraction of the epochs train on images shrunk to
     this many pixels (cheaper epochs), the rest at data.image_size; 0: off."""
@@ -253,6 +258,7 @@ class Config:
             ("finetune.method", self.finetune.method, ("top-blocks", "lora", "full", "bias-norm", "head")),
             ("finetune.batchnorm", self.finetune.batchnorm, ("frozen", "train")),
             ("finetune.rotate", self.finetune.rotate, ("any", "quarter")),
+            ("finetune.class_weights", self.finetune.class_weights, ("none", "sqrt", "balanced")),
             ("finetune.question_loss", self.finetune.question_loss, ("dirichlet", "cross_entropy")),
             ("data.cache_images", self.data.cache_images, ("auto", "yes", "no")),
             ("data.leakage", self.data.leakage, ("warn", "fail", "off")),

@@ -41,6 +41,7 @@ class ClassifierModule(L.LightningModule):
         channels_last: bool = False,
         start_size: int = 0,
         start_epochs: int = 0,
+        class_weights: torch.Tensor | None = None,
     ):
         """``mirror``: the class each class becomes under a mirror flip (see
         :func:`galaxytune.data.transforms.mirror_permutation`); None: every label is kept.
@@ -50,7 +51,9 @@ class ClassifierModule(L.LightningModule):
         head on every Galaxy Zoo answer's votes beside the class head (items' targets are then
         ``(target, counts)``). ``channels_last``: the faster memory layout for conv nets on CPUs.
         ``start_size``, ``start_epochs``: progressive resizing; the first epochs train on images
-        shrunk to ``start_size`` px (cheaper per image), the rest and all validation at full size."""
+        shrunk to ``start_size`` px (cheaper per image), the rest and all validation at full size.
+        ``class_weights``: per-class weights of the training loss (rare classes count more); the
+        validation loss, which early stopping may follow, stays unweighted."""
         super().__init__()
         self.net = net
         self.param_groups = param_groups
@@ -58,7 +61,8 @@ class ClassifierModule(L.LightningModule):
         self.augment, self.batchnorm, self.sky = augment, batchnorm, sky
         self.questions, self.channels_last = questions, channels_last
         self.start_size, self.start_epochs = start_size, start_epochs
-        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+        self.val_loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # A buffer, so that it follows the module to the device; not saved in checkpoints.
         perm = torch.arange(num_classes) if mirror is None else torch.tensor(mirror)
         self.register_buffer("mirror", perm, persistent=False)
@@ -124,7 +128,7 @@ class ClassifierModule(L.LightningModule):
         if isinstance(y, (list, tuple)):
             y = y[0]
         logits = self(x)
-        self.log("val_loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log("val_loss", self.val_loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         # Soft targets (vote fractions) are scored as classes by their most-voted answer.
         self.val_metrics.update(logits, y.argmax(dim=1) if y.is_floating_point() else y)
 

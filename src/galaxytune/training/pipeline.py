@@ -202,6 +202,7 @@ def run_finetune(
         sky=sky if (sky["any_angle"] or fc.zoom or fc.shift) else None,
         questions=questions, channels_last=cfg.trainer.channels_last,
         start_size=fc.start_size, start_epochs=round(fc.start_fraction * fc.epochs),
+        class_weights=class_weights(train_set.targets, len(data.classes), fc.class_weights),
     )
     stats = fit(module,
                 _loader(train_set, fc.batch_size, True, _image_workers(cfg, train_set)),
@@ -237,6 +238,17 @@ def run_finetune(
     test_logits = run_batches(net, data.sets["test"], 128, "predict test", _image_workers(cfg, data.sets["test"]))
     out.val_logits, out.test_logits = val_logits, test_logits.numpy()
     return out
+
+
+def class_weights(targets: torch.Tensor, n_classes: int, rule: str) -> torch.Tensor | None:
+    """Loss weights per class from the training labels, averaging 1 over the training images."""
+    if rule == "none":
+        return None
+    counts = torch.bincount(targets, minlength=n_classes).float().clamp(min=1)
+    weights = counts.sum() / (n_classes * counts)
+    if rule == "sqrt":
+        weights = weights.sqrt()
+    return weights / (weights[targets].mean())
 
 
 def _question_settings(cfg: Config, net: GalaxyClassifier, data: Prepared, groups: list[dict]) -> dict | None:
