@@ -289,8 +289,17 @@ class Config:
         ]:
             if value < 1:
                 raise ConfigError(f"{key}={value} must be 1 or more.")
-        fc = self.finetune
+        fc, tc = self.finetune, self.transfer
+        for key, value in [("transfer.lr", tc.lr), ("finetune.lr", fc.lr), ("finetune.layer_decay", fc.layer_decay)]:
+            if not value > 0:
+                raise ConfigError(f"{key}={value} must be above 0.")
         for key, value, low, high in [
+            ("transfer.weight_decay", tc.weight_decay, 0.0, 10.0),
+            ("finetune.weight_decay", fc.weight_decay, 0.0, 10.0),
+            ("finetune.label_smoothing", fc.label_smoothing, 0.0, 0.99),
+            ("model.drop_rate", self.model.drop_rate, 0.0, 0.99),
+            ("finetune.warmup_epochs", fc.warmup_epochs, 0.0, float(fc.epochs)),
+            ("decision.offset_range", self.decision.offset_range, 0.0, 100.0),
             ("data.stretch_softening", self.data.stretch_softening, 1e-4, 10.0),
             ("finetune.zoom", fc.zoom, 0.0, 0.5), ("finetune.start_fraction", fc.start_fraction, 0.0, 1.0),
             ("finetune.start_size", fc.start_size, 0, self.data.image_size), ("finetune.shift", fc.shift, 0.0, 0.25),

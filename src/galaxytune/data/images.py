@@ -105,7 +105,8 @@ def iter_decoded(
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
         good = [(i, arr, digest) for i, arr, digest, _ in batch if arr is not None]
         bad = [(paths[i], err) for i, arr, _, err in batch if arr is None]
-        pixels = torch.stack([arr for _, arr, _ in good]) if good else torch.empty((0, 3, size, size), torch.uint8)
+        empty = torch.empty((0, 3, size, size), dtype=torch.uint8)
+        pixels = torch.stack([arr for _, arr, _ in good]) if good else empty
         yield [i for i, _, _ in good], pixels, [d for _, _, d in good if d], bad
 
 

@@ -50,6 +50,12 @@ class DihedralTTA(nn.Module):
         return torch.stack([v[:, self.mirror] if mirrored(k) else v for k, v in enumerate(views)]).mean(0)
 
 
+def spreadsheet_safe(text: str) -> str:
+    """Text that a spreadsheet shows as text: a leading '=', '+', '-' or '@' (a class name from
+    someone else's model) would otherwise be run as a formula; a quote in front keeps it text."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 @dataclass
 class Predictions:
     paths: list[Path]
@@ -65,9 +71,9 @@ class Predictions:
     def write_csv(self, path: Path) -> None:
         with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "predicted_class"] + [f"p_{c}" for c in self.classes])
+            writer.writerow(["path", "predicted_class"] + [spreadsheet_safe(f"p_{c}") for c in self.classes])
             for p, label, probs in zip(self.paths, self.labels, self.probabilities):
-                writer.writerow([str(p), label] + [f"{v:.6f}" for v in probs])
+                writer.writerow([spreadsheet_safe(str(p)), spreadsheet_safe(label)] + [f"{v:.6f}" for v in probs])
 
 
 class Predictor:

@@ -79,12 +79,33 @@ def model_folder(path: str | Path) -> Path:
     )
 
 
+def _info_problem(info: ModelInfo) -> str:
+    """What makes a model description unusable ('' when nothing)."""
+    decision = info.decision or {}
+    offsets = decision.get("offsets", [])
+    temperature = decision.get("temperature", 1.0)
+    if not info.classes or len(set(info.classes)) != len(info.classes):
+        return "'classes' must be distinct class names"
+    if not isinstance(info.image_size, int) or info.image_size < 16:
+        return f"'image_size' {info.image_size!r} must be a whole number of pixels, 16 or more"
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        return f"the decision rule's temperature {temperature!r} must be above 0"
+    if offsets and len(offsets) != len(info.classes):
+        return f"the decision rule has {len(offsets)} offsets for {len(info.classes)} classes"
+    if not 0 < info.center_crop <= 1:
+        return f"'center_crop' {info.center_crop!r} must be in (0, 1]"
+    return ""
+
+
 def load_model(path: str | Path) -> tuple[GalaxyClassifier, ModelInfo]:
     folder = model_folder(path)
     try:
         info = ModelInfo(**json.loads((folder / META).read_text()))
     except (ValueError, TypeError) as exc:
         raise ModelError(f"{folder / META} is not a galaxytune model description ({exc}).") from None
+    problem = _info_problem(info)
+    if problem:
+        raise ModelError(f"{folder / META}: {problem}. Was it edited by hand? Restore it from the run folder.")
     net = create_classifier(
         info.architecture, len(info.classes), weights="none", mean=info.mean, std=info.std,
         kwargs=info.create_kwargs, stretch=info.stretch, softening=info.stretch_softening,

@@ -7,9 +7,11 @@ leak), and importing this module never switches the backend of a user's notebook
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
@@ -19,6 +21,18 @@ from galaxytune.evaluation.metrics import expected_calibration_error
 DPI = 110
 
 
+def _literal_text(draw):
+    """Class names and titles drawn as written: a '$' in a class name (a model from someone
+    else is untrusted input) must neither be parsed as TeX math nor crash the report."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # bbox_inches="tight" keeps long, rotated class names from being clipped.
@@ -26,6 +40,7 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+@_literal_text
 def training_curves(rows: list[dict], stage: str, path: Path) -> Path:
     """Loss (train and val), validation metrics and learning rate per epoch of one stage."""
 
@@ -51,6 +66,7 @@ def training_curves(rows: list[dict], stage: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+@_literal_text
 def confusion_matrices(cm: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
     """Counts beside row-normalised rates (rows: true class), so rare classes stay visible."""
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -71,6 +87,7 @@ def confusion_matrices(cm: np.ndarray, classes: list[str], title: str, path: Pat
     return _save(fig, path)
 
 
+@_literal_text
 def per_class_bars(precision: np.ndarray, recall: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
     x = np.arange(len(classes))
     fig = Figure(figsize=(max(6.0, 1.1 * len(classes) + 2), 3.8))
@@ -85,6 +102,7 @@ def per_class_bars(precision: np.ndarray, recall: np.ndarray, classes: list[str]
     return _save(fig, path)
 
 
+@_literal_text
 def reliability_diagrams(y: np.ndarray, probs_by_name: dict[str, np.ndarray], path: Path, bins: int = 15) -> Path:
     """Top-label accuracy against confidence, one panel per set of probabilities.
 
@@ -112,6 +130,7 @@ def reliability_diagrams(y: np.ndarray, probs_by_name: dict[str, np.ndarray], pa
     return _save(fig, path)
 
 
+@_literal_text
 def roc_pr_curves(
     y: np.ndarray, probs: np.ndarray, classes: list[str], title: str, path: Path
 ) -> tuple[list[float], list[float]]:
