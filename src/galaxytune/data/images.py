@@ -18,6 +18,7 @@ from PIL import Image, ImageFile
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from galaxytune.cache import file_digest
 from galaxytune.config import FitsConfig
 from galaxytune.data.fits import is_fits, read_fits
 from galaxytune.data.hdf5 import read_row, split_row_path
@@ -60,7 +61,7 @@ def content_digest(path: Path) -> str:
     """SHA-256 of what an image is stored as: the file's bytes, or an HDF5 row's array."""
     if split_row_path(path) is not None:
         return hashlib.sha256(read_row(path).tobytes()).hexdigest()
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_digest(Path(path))
 
 
 class _Decode(Dataset):
