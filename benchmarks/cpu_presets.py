@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-METRICS = ("accuracy", "macro_f1")
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -91,10 +91,11 @@ def main(argv=None) -> None:
             results.append(run_one(args, overrides, seed, folder))
         summary[name] = results
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    header = ["variant", "overrides", "val acc", "val macro-F1", "test acc", "test macro-F1", "wall (median)"]
+    header = ["variant", "overrides", *(f"{split} {name}" for split in ("val", "test") for name in ("acc", "bal. acc", "macro-F1")),
+              "wall (median)"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, results in summary.items():
-        cells = [mean_sd([r[f"{split}_{metric}"] for r in results]) for split in ("val", "test") for metric in METRICS]
+        cells = [mean_sd([r.get(f"{split}_{metric}", float("nan")) for r in results]) for split in ("val", "test") for metric in METRICS]
         wall = statistics.median(r["wall_seconds"] for r in results)
         overrides = " ".join(results[0]["overrides"]) or "(as shipped)"
         print(f"| {name} | `{overrides}` | " + " | ".join(cells) + f" | {wall / 60:.1f} min |")
