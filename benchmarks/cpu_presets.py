@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from galaxytune.run_folder import RunFolder
+
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
@@ -61,7 +63,7 @@ def run_one(args: argparse.Namespace, overrides: list[str], seed: int, folder: P
     with open(folder.with_suffix(".log"), "w") as log:
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
-    with open(folder / "stage_table.csv") as handle:
+    with open(RunFolder(folder).stage_table) as handle:
         rows = list(csv.DictReader(handle))
     final = rows[-1]
     result = {"seed": seed, "overrides": overrides, "wall_seconds": round(wall, 1), "final_stage": final["stage"],
@@ -91,11 +93,12 @@ def main(argv=None) -> None:
             results.append(run_one(args, overrides, seed, folder))
         summary[name] = results
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    header = ["variant", "overrides", *(f"{split} {name}" for split in ("val", "test") for name in ("acc", "bal. acc", "macro-F1")),
-              "wall (median)"]
+    names = ("acc", "bal. acc", "macro-F1")
+    header = ["variant", "overrides", *(f"{s} {n}" for s in ("val", "test") for n in names), "wall (median)"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, results in summary.items():
-        cells = [mean_sd([r.get(f"{split}_{metric}", float("nan")) for r in results]) for split in ("val", "test") for metric in METRICS]
+        cells = [mean_sd([r.get(f"{split}_{metric}", float("nan")) for r in results])
+                 for split in ("val", "test") for metric in METRICS]
         wall = statistics.median(r["wall_seconds"] for r in results)
         overrides = " ".join(results[0]["overrides"]) or "(as shipped)"
         print(f"| {name} | `{overrides}` | " + " | ".join(cells) + f" | {wall / 60:.1f} min |")

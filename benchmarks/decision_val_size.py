@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from galaxytune.config import load_config
 from galaxytune.decision import OFFSET_RULES, fit_decision_rule
 from galaxytune.evaluation.metrics import classification_metrics
+from galaxytune.run_folder import RunFolder
 
 GAIN_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 FRACTIONS = (1.0, 0.3, 0.1)
@@ -28,10 +29,11 @@ FRACTIONS = (1.0, 0.3, 0.1)
 
 def _gains(run: Path, rules: list[str], repeats: int) -> dict:
     """{(fraction, val n, rule): per subset, the test gains and whether the offsets stayed zero}."""
-    dc = load_config(run / "config.yaml").decision
-    out = np.load(run / "stage_outputs.npz")
-    stage = next(s for s in ("finetune", "transfer") if f"{s}_val" in out)
-    val, test, y_val, y_test = out[f"{stage}_val"], out[f"{stage}_test"], out["y_val"], out["y_test"]
+    folder = RunFolder(run)
+    dc = load_config(folder.config).decision
+    targets, _, logits = folder.read_stage_outputs()
+    stage = next(s for s in ("finetune", "transfer") if s in logits)
+    val, test, y_val, y_test = logits[stage]["val"], logits[stage]["test"], targets["val"], targets["test"]
     before = classification_metrics(y_test, softmax(test, axis=1))
     print(f"run {run}: rule tuned for {dc.metric}; val n={len(y_val)}, test n={len(y_test)}; before the rule: "
           f"test accuracy {before['accuracy']:.4f}, macro-F1 {before['macro_f1']:.4f}")

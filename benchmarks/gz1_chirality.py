@@ -39,6 +39,7 @@ from galaxytune.evaluation.bootstrap import paired_bootstrap
 from galaxytune.evaluation.evaluate import evaluate
 from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.inference.predict import Predictor
+from galaxytune.run_folder import RunFolder
 
 CHIRALITY = ("spiral_clockwise", "spiral_anticlockwise")
 SHORT = {"spiral_clockwise": "CW", "spiral_anticlockwise": "ACW"}
@@ -126,7 +127,7 @@ def main(argv=None) -> None:
     runs, seconds = {}, {}
     for name in VARIANTS:
         runs[name], seconds[name] = train_variant(args, name)
-    if (runs["plain"] / "splits.csv").read_text() != (runs["swap"] / "splits.csv").read_text():
+    if RunFolder(runs["plain"]).splits.read_text() != RunFolder(runs["swap"]).splits.read_text():
         raise SystemExit("The two runs used different splits: the comparison would not be paired.")
     classes = Predictor.load(runs["plain"]).classes
     index = {c: i for i, c in enumerate(classes)}

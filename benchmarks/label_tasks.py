@@ -27,6 +27,7 @@ import torch
 
 import galaxytune
 from galaxytune.config import load_config
+from galaxytune.run_folder import RunFolder
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # task -> (data argument, config file)
@@ -58,7 +59,7 @@ def run_task(args, task: str) -> Path | None:
     if not data:
         return None
     folder = Path(args.out) / task
-    if (folder / "stages.json").is_file():
+    if RunFolder(folder).stages.is_file():
         return folder
     cfg = load_config(CONFIGS / config, [
         f"model.weights={args.weights}", "model.kwargs={pad_type: same}", f"data.image_size={args.image_size}",
@@ -78,8 +79,9 @@ def main(argv=None) -> int:
         if folder is None:
             print(f"--- {task}: skipped (no --{TASKS[task][0]})")
             continue
-        stages = json.loads((folder / "stages.json").read_text())
-        print(f"\n### {task}\n\n{(folder / 'stage_table.md').read_text()}")
+        run = RunFolder(folder)
+        stages = json.loads(run.stages.read_text())
+        print(f"\n### {task}\n\n{run.stage_table_md.read_text()}")
         print("stages: " + "; ".join(f"{s['stage']} {s['seconds']:.0f} s" for s in stages))
     return 0
 

@@ -21,6 +21,7 @@ from galaxytune.data.images import decode_all
 from galaxytune.data.transforms import N_DIHEDRAL, dihedral
 from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.inference.predict import Predictor
+from galaxytune.run_folder import RunFolder
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     run = Path(args.run)
     predictor = Predictor.load(run)
-    rows = [r for r in csv.DictReader(open(run / "splits.csv")) if r["split"] == args.split]
+    rows = [r for r in csv.DictReader(open(RunFolder(run).splits)) if r["split"] == args.split]
     decoded = decode_all([Path(r["path"]) for r in rows], predictor.info.image_size, predictor.info.center_crop,
                          cache=True, workers=1, desc="decode")
     index = {c: i for i, c in enumerate(predictor.classes)}

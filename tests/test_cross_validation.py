@@ -29,8 +29,17 @@ def test_cv_runs_every_fold_then_resumes_without_redoing_any(tmp_path, weights_f
     ran = []
     cfg = load_config(overrides=[f"data.path={data}", f"model.weights={weights_file}", *FAST,
                                  "transfer.epochs=2", "finetune.enabled=false"])
-    cross_validate(cfg, out, 3, lambda c, run_dir, overwrite: ran.append(run_dir) or train(c, run_dir, overwrite))
+    cross_validate(cfg, out, 3, lambda c, run_dir, **kw: ran.append(run_dir) or train(c, run_dir, **kw))
     assert ran == [out / "fold_1"] and (out / "fold_1" / "report.html").is_file()
+
+    # Other settings into the same folder are refused, not summarised with the old folds.
+    assert main([*args[:6], "2", *args[7:]]) == 2
+    assert "holds a cross-validation with other folds (3 folds)" in capsys.readouterr().err
+    assert main([*args[:5], "--folds", "3", *args[7:], "transfer.lr=0.01"]) == 2
+    assert "with other config" in capsys.readouterr().err
+    assert main([*args[:6], "2", *args[7:], "--overwrite"]) == 0
+    assert not (out / "fold_2").exists()
+    assert [r["folds"] for r in csv.DictReader(open(out / "cv_summary.csv"))] == ["2", "2"]
 
 
 def test_cv_needs_enough_images_per_class(tmp_path, capsys):

@@ -17,6 +17,7 @@ from scipy.special import softmax
 from galaxytune.decision import DecisionRule
 from galaxytune.evaluation.stage_table import stage_gains, stage_row, write_table
 from galaxytune.report.html import write_evaluation_report, write_run_report
+from galaxytune.run_folder import RunFolder
 
 CLASSES = ["smooth", "disk_face_on_spiral", "disk_edge_on"]
 N = 30  # images per split
@@ -92,7 +93,7 @@ def make_run(run_dir: Path, stages: tuple[str, ...] = ("transfer", "finetune", "
              for stage in stages for split in ("val", "test")}
     table = [stage_row(s, probs[s, "val"], probs[s, "test"], y["val"], y["test"], 1.5) for s in stages]
     gains = stage_gains(list(stages), [probs[s, "test"] for s in stages], y["test"])
-    write_table(table, gains, run_dir)
+    write_table(table, gains, RunFolder(run_dir))
     with open(run_dir / "metrics.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["stage", "epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",

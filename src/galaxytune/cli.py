@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from galaxytune.errors import GalaxytuneError
+from galaxytune.training.interrupt import RunInterrupted
 
 TTA_HELP = ("average over the 8 rotations and flips, swapping mirrored classes back "
             "(default: on only for models trained with decision.tta=true)")
@@ -32,15 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="run the staged recipe on labelled images")
-    p.add_argument("--data", required=True, help="image folder (train/, val/, test/) or CSV catalog")
+    p.add_argument("--data", help="image folder (train/, val/, test/) or CSV catalog")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out with its own config (no --data or settings)")
     _add_config_options(p)
 
     p = sub.add_parser("cv", help="K-fold cross-validation of the whole recipe (resumes if interrupted)")
     p.add_argument("--data", required=True, help="image folder or CSV catalog (all splits are pooled)")
     p.add_argument("--out", required=True, help="folder for the fold runs and the summary")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--overwrite", action="store_true", help="replace a cross-validation already in --out")
     _add_config_options(p)
 
     p = sub.add_parser("evaluate", help="score a trained model on a labelled set")
@@ -96,9 +100,20 @@ def _config(args):
 
 
 def _train(args) -> None:
-    from galaxytune.training.pipeline import train
+    from galaxytune.errors import ConfigError
+    from galaxytune.training.pipeline import resume_run, train
 
-    result = train(_config(args), args.out, args.overwrite)
+    if args.resume:
+        given = [f for f in ("data", "config", "model", "weights", "path_column", "label_column") if getattr(args, f)]
+        if given or args.overrides or args.overwrite:
+            raise ConfigError("--resume continues a run with its own config: give only --out "
+                              f"(not {', '.join(['--' + f.replace('_', '-') for f in given] + args.overrides)}"
+                              f"{' --overwrite' if args.overwrite else ''}).")
+        result = resume_run(args.out)
+    elif not args.data:
+        raise ConfigError("train needs --data (or --resume, to continue an interrupted run in --out).")
+    else:
+        result = train(_config(args), args.out, args.overwrite)
     print(f"Run folder: {result.run_dir}")
 
 
@@ -106,16 +121,18 @@ def _cv(args) -> None:
     from galaxytune.evaluation.cross_validation import cross_validate
     from galaxytune.training.pipeline import train
 
-    cross_validate(_config(args), args.out, args.folds, train)
+    cross_validate(_config(args), args.out, args.folds, train, args.overwrite)
     print(f"Summary: {Path(args.out) / 'cv_summary.md'}")
 
 
 def _run_folder(model: str) -> Path:
     """The run folder of a model given as that folder or as a file exported into it (ONNX)."""
+    from galaxytune.run_folder import RunFolder
+
     path = Path(model)
     if path.is_dir():
         return path
-    return next((p for p in path.parents[:2] if (p / "config.yaml").is_file()), path.parent)
+    return next((p for p in path.parents[:2] if RunFolder(p).config.is_file()), path.parent)
 
 
 def _evaluate(args) -> None:
@@ -200,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     except GalaxytuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        print(f"galaxytune: {exc}", file=sys.stderr)
+        return exc.exit_status
     return 0
 
 

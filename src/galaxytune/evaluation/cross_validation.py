@@ -3,32 +3,51 @@
 All labelled images are pooled and cut into K stratified folds. Fold i is the test set of run
 i; the rest is split into train and val as usual. Each fold is an ordinary run folder (with
 its catalog in ``folds.csv``), run one after the other; a fold marked complete is
-done, so an interrupted CV resumes where it stopped.
+done, and an interrupted fold resumes from its last epoch, so an interrupted CV goes on where it
+stopped. ``cv.json`` records the fold count, the config and a fingerprint of the data: a rerun
+with other settings is refused rather than summarised with the old folds.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from galaxytune.cache import key_of
 from galaxytune.config import Config, LabelsConfig
 from galaxytune.data.formats import find_samples
-from galaxytune.data.sources import SPLITS
+from galaxytune.data.sources import SPLITS, Sample
 from galaxytune.errors import ConfigError, DataError
 from galaxytune.evaluation.metrics import METRIC_NAMES as METRICS
-from galaxytune.files import write_csv, write_dict_csv, write_text
+from galaxytune.files import write_csv, write_dict_csv, write_json, write_text
+from galaxytune.run_folder import RunFolder
 
 DONE = "fold_complete"  # written after the fold's run has written everything
+CV_RECORD = "cv.json"
 
 
-def write_fold_catalogs(cfg: Config, out: Path, folds: int) -> list[Path]:
-    """One CSV catalog (with a train/val/test ``split`` column) per fold."""
+def pooled_samples(cfg: Config) -> list[Sample]:
     found = find_samples(cfg.data)
-    samples = [s for split in SPLITS for s in found.get(split, [])]
+    return [s for split in SPLITS for s in found.get(split, [])]
+
+
+def fingerprint(cfg: Config, folds: int, samples: list[Sample]) -> dict:
+    """What makes a cross-validation: its folds, settings and data (each image's path, size and label)."""
+    data = [(str(s.path), s.label, s.path.stat().st_size if s.path.is_file() else None) for s in samples]
+    settings = cfg.to_dict()
+    settings["data"].pop("path")  # the same data moved elsewhere is still the same data
+    return {"folds": folds, "config": key_of(settings), "data": key_of(sorted(data, key=str)),
+            "images": len(samples)}
+
+
+def write_fold_catalogs(cfg: Config, out: Path, folds: int, samples: list[Sample]) -> list[Path]:
+    """One CSV catalog (with a train/val/test ``split`` column) per fold."""
     labels = np.array([s.label for s in samples])
     smallest = min(np.unique(labels, return_counts=True)[1])
     if smallest < folds:
@@ -63,7 +82,7 @@ def summarise(out: Path, folds: int) -> list[dict]:
     """Mean and standard deviation over folds of each stage's test metrics."""
     per_stage: dict[str, list[dict]] = {}
     for i in range(folds):
-        with open(out / f"fold_{i}" / "stage_table.csv", newline="") as handle:
+        with open(RunFolder(out / f"fold_{i}").stage_table, newline="") as handle:
             for row in csv.DictReader(handle):
                 per_stage.setdefault(row["stage"], []).append(row)
     summary = []
@@ -84,8 +103,27 @@ def summarise(out: Path, folds: int) -> list[dict]:
     return summary
 
 
-def cross_validate(cfg: Config, out_dir: str | Path, folds: int, train_fn) -> list[dict]:
-    """Run ``train_fn(config, run_dir, overwrite=True)`` on each fold not yet done, then summarise."""
+def _check_or_start(out: Path, record: dict, overwrite: bool) -> None:
+    """Keep the folds in ``out`` only if they were made with ``record``'s settings and data."""
+    path = out / CV_RECORD
+    old = json.loads(path.read_text()) if path.is_file() else None
+    stale = [p for p in out.glob("fold_*") if p.is_dir()]
+    if old != record and (old is not None or stale):
+        if not overwrite:
+            what = [k for k in ("folds", "config", "data") if old is None or old.get(k) != record[k]]
+            raise ConfigError(f"{out} holds a cross-validation with other {', '.join(what) or 'settings'}"
+                              f"{'' if old is None else ' (' + str(old['folds']) + ' folds)'}. Choose another --out, "
+                              "or pass --overwrite to replace it.")
+        for folder in stale:
+            shutil.rmtree(folder)
+        for name in ("cv_summary.md", "cv_summary.csv"):
+            (out / name).unlink(missing_ok=True)
+    write_json(path, record)
+
+
+def cross_validate(cfg: Config, out_dir: str | Path, folds: int, train_fn, overwrite: bool = False) -> list[dict]:
+    """Run ``train_fn(config, run_dir, overwrite=..., resume=...)`` on each fold not yet done, then
+    summarise."""
     if folds < 2:
         raise DataError("Cross-validation needs --folds 2 or more.")
     if cfg.data.labels.soft:
@@ -94,16 +132,20 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: int, train_fn) -> li
                           "cross-validate with data.labels.rules or a label column instead.")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    samples = pooled_samples(cfg)
+    _check_or_start(out, fingerprint(cfg, folds, samples), overwrite)
     done = [(out / f"fold_{i}" / DONE).is_file() for i in range(folds)]
     catalogs = (
-        [out / f"fold_{i}" / "folds.csv" for i in range(folds)] if any(done) else write_fold_catalogs(cfg, out, folds)
+        [out / f"fold_{i}" / "folds.csv" for i in range(folds)] if any(done)
+        else write_fold_catalogs(cfg, out, folds, samples)
     )
     for i, catalog in enumerate(catalogs):
         if done[i]:
             print(f"fold {i + 1}/{folds}: done earlier, kept")
             continue
         print(f"fold {i + 1}/{folds}")
-        # A fold interrupted half-way is run again from the start.
-        train_fn(fold_config(cfg, catalog), out / f"fold_{i}", overwrite=True)
-        write_text(out / f"fold_{i}" / DONE, "")
+        folder = RunFolder(out / f"fold_{i}")
+        interrupted = folder.config.is_file() and folder.read_state().get("status") in ("running", "interrupted")
+        train_fn(fold_config(cfg, catalog), folder.path, overwrite=not interrupted, resume=interrupted)
+        write_text(folder.path / DONE, "")
     return summarise(out, folds)

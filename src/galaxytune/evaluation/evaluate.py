@@ -17,6 +17,7 @@ from galaxytune.data.votes import label_columns
 from galaxytune.errors import DataError
 from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.inference.predict import Predictions, Predictor
+from galaxytune.run_folder import RunFolder
 
 
 @dataclass
@@ -28,13 +29,14 @@ class Evaluation:
 
 def run_splits(run_dir: Path, data: str) -> dict[str, list[Sample]] | None:
     """The splits a run used, when ``data`` is the data that run was trained on."""
-    if not (run_dir / "splits.csv").is_file() or not (run_dir / "config.yaml").is_file():
+    folder = RunFolder(run_dir)
+    if not folder.splits.is_file() or not folder.config.is_file():
         return None
-    trained_on = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["path"]
+    trained_on = yaml.safe_load(folder.config.read_text())["data"]["path"]
     if Path(trained_on).expanduser().resolve() != Path(data).expanduser().resolve():
         return None
     found: dict[str, list[Sample]] = {}
-    with open(run_dir / "splits.csv", newline="") as handle:
+    with open(folder.splits, newline="") as handle:
         for row in csv.DictReader(handle):
             found.setdefault(row["split"], []).append(Sample(Path(row["path"]), row["label"]))
     return found
@@ -48,7 +50,7 @@ def data_config(data: str, run_dir: Path | None, path_column: str | None, label_
     labelled image folder, a CSV with a label column, or an explicit ``label_column`` means
     the labels are already there.
     """
-    config = run_dir / "config.yaml" if run_dir is not None else None
+    config = RunFolder(run_dir).config if run_dir is not None else None
     cfg = load_config(config).data if config is not None and config.is_file() else DataConfig()
     root = Path(data).expanduser()
     cfg.path = str(data)

@@ -3,14 +3,13 @@ bootstrap intervals on test, and the paired-bootstrap gain of each stage over th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from galaxytune.config import METRICS
 from galaxytune.evaluation.bootstrap import bootstrap_intervals, paired_bootstrap
 from galaxytune.evaluation.metrics import METRIC_NAMES, classification_metrics
 from galaxytune.files import write_dict_csv, write_text
+from galaxytune.run_folder import RunFolder
 
 COLUMNS = METRIC_NAMES
 SHORT = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "macro_f1": "macro_f1", "ece": "ece"}
@@ -83,8 +82,8 @@ def format_table(rows: list[dict], gains: list[dict] = ()) -> str:
     return "\n".join(lines)
 
 
-def write_table(rows: list[dict], gains: list[dict], run_dir: Path) -> None:
-    write_dict_csv(run_dir / "stage_table.csv", rows)
+def write_table(rows: list[dict], gains: list[dict], folder: RunFolder) -> None:
+    write_dict_csv(folder.stage_table, rows)
     if gains:
-        write_dict_csv(run_dir / "stage_gains.csv", gains)
-    write_text(run_dir / "stage_table.md", format_table(rows, gains) + "\n")
+        write_dict_csv(folder.stage_gains, gains)
+    write_text(folder.stage_table_md, format_table(rows, gains) + "\n")

@@ -21,6 +21,7 @@ from galaxytune.decision import DecisionRule
 from galaxytune.errors import ModelError
 from galaxytune.files import atomic_path, write_json
 from galaxytune.models.backbone import GalaxyClassifier, create_classifier
+from galaxytune.run_folder import RunFolder
 
 WEIGHTS, META = "model.safetensors", "model.json"
 
@@ -70,7 +71,7 @@ def save_model(net: GalaxyClassifier, info: ModelInfo, folder: Path) -> None:
 def model_folder(path: str | Path) -> Path:
     """Accept a run folder or its ``models/`` folder."""
     path = Path(path).expanduser()
-    for folder in (path / "models", path):
+    for folder in (RunFolder(path).models, path):
         if (folder / META).is_file() and (folder / WEIGHTS).is_file():
             return folder
     raise ModelError(

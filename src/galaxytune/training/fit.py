@@ -13,13 +13,14 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from galaxytune.config import TrainerConfig
 from galaxytune.errors import ConfigError
 from galaxytune.files import atomic_path
+from galaxytune.run_folder import RunFolder
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -59,43 +60,65 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
+class RunState(Callback):
+    """Records in the run folder's state which epoch of which stage the run has finished."""
+
+    def __init__(self, folder: RunFolder, stage: str, epochs: int):
+        self.folder, self.stage, self.epochs = folder, stage, epochs
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.folder.update_state(stage=self.stage, epoch=trainer.current_epoch + 1, epochs=self.epochs)
+
+
 def fit(
     module: L.LightningModule,
     train_loader: DataLoader,
     val_loader: DataLoader,
-    run_dir: Path,
+    folder: RunFolder,
     stage: str,
     epochs: int,
     patience: int,
     trainer_cfg: TrainerConfig,
+    resume: bool = False,
 ) -> FitStats:
-    """Train ``module`` and load its best weights (by the validation metric) back into it."""
+    """Train ``module`` and load its best weights (by the validation metric) back into it.
+
+    After every epoch the full training state is saved, so that ``resume`` continues an
+    interrupted fit from its last finished epoch (optimizer, schedule and early stopping included).
+    """
     quiet_lightning()
     monitor = f"val_{trainer_cfg.monitor}"
     mode = "min" if trainer_cfg.monitor == "loss" else "max"
+    best = folder.best_checkpoint(stage)
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename=stage, monitor=monitor, mode=mode,
+        dirpath=best.parent, filename=best.stem, monitor=monitor, mode=mode,
         save_top_k=1, save_weights_only=True, enable_version_counter=False,
     )
+    last = folder.last_checkpoint(stage)
+    latest = ModelCheckpoint(dirpath=last.parent, filename=last.stem, save_top_k=1, enable_version_counter=False)
+    callbacks = [checkpoint, latest, EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+                 RunState(folder, stage, epochs)]
+    resume_from = last if resume and last.is_file() else None
+    if resume_from is not None and is_main_process():
+        folder.set_aside_epoch_log(stage)
     try:
-        trainer = _trainer(trainer_cfg, checkpoint, monitor, mode, patience, epochs, run_dir, stage)
+        trainer = _trainer(trainer_cfg, callbacks, epochs, folder, stage)
     except (MisconfigurationException, ValueError, RuntimeError) as exc:
         raise ConfigError(
             f"Lightning rejects the trainer settings (accelerator={trainer_cfg.accelerator}, "
             f"devices={trainer_cfg.devices}, strategy={trainer_cfg.strategy}, precision={trainer_cfg.precision}): {exc}"
         ) from None
     start = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
     seconds = time.perf_counter() - start
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     return FitStats(trainer.current_epoch, seconds)
 
 
-def _trainer(
-    trainer_cfg: TrainerConfig, checkpoint: ModelCheckpoint, monitor: str, mode: str, patience: int, epochs: int,
-    run_dir: Path, stage: str,
-) -> L.Trainer:
+def _trainer(trainer_cfg: TrainerConfig, callbacks: list[Callback], epochs: int, folder: RunFolder,
+             stage: str) -> L.Trainer:
     return L.Trainer(
         max_epochs=epochs,
         accelerator=trainer_cfg.accelerator,
@@ -103,11 +126,8 @@ def _trainer(
         strategy=trainer_cfg.strategy,
         num_nodes=trainer_cfg.num_nodes,
         precision=trainer_cfg.precision,
-        callbacks=[
-            checkpoint,
-            EarlyStopping(monitor=monitor, mode=mode, patience=patience),
-        ],
-        logger=CSVLogger(run_dir / "logs", name=stage, version=""),
+        callbacks=callbacks,
+        logger=CSVLogger(folder.logs, name=stage, version=""),
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=trainer_cfg.progress,
         enable_model_summary=False,

@@ -88,6 +88,14 @@ class ClassifierModule(L.LightningModule):
         # Saved weights must be contiguous (safetensors), whatever layout trained them.
         self.net.to(memory_format=torch.contiguous_format)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A resumed fit then draws the same shuffles and augmentations as an uninterrupted one.
+        checkpoint["torch_rng"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng"])
+
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 

@@ -27,23 +27,18 @@ from galaxytune.decision import DecisionRule, cross_entropy, fit_decision_rule
 from galaxytune.errors import ConfigError
 from galaxytune.evaluation.metrics import expected_calibration_error, score
 from galaxytune.evaluation.stage_table import format_table, stage_gains, stage_row, write_table
-from galaxytune.files import atomic_path, write_json
+from galaxytune.files import write_json
 from galaxytune.inference.predict import DihedralTTA, run_batches
 from galaxytune.inference.saved import ModelInfo, save_model
 from galaxytune.models.backbone import GalaxyClassifier, create_classifier
 from galaxytune.models.freezing import optimizer_groups, set_trainable
 from galaxytune.models.lora import add_lora, merge, save_adapter
 from galaxytune.report.html import write_run_report
+from galaxytune.run_folder import RunFolder, process_facts
 from galaxytune.training.fit import fit, is_main_process
+from galaxytune.training.interrupt import RunInterrupted, interruptible
 from galaxytune.training.logs import merge_epoch_logs
 from galaxytune.training.module import ClassifierModule
-
-# Everything a run writes: cleared before a run replaces another in the same folder.
-RUN_OUTPUTS = (
-    "config.yaml", "splits.csv", "metrics.csv", "stage_table.csv", "stage_table.md", "stage_gains.csv",
-    "stage_outputs.npz", "stages.json", "report.html", "leakage.csv", "unreadable_images.csv", "logs", "checkpoints",
-    "models", "plots",
-)
 
 
 @dataclass
@@ -66,6 +61,14 @@ class StageOutput:
     note: str = ""
     """What the stage decided and why (a guard that kept the incoming weights, TTA chosen or not,
     offsets kept or dropped), for stages.json and the report."""
+
+    @classmethod
+    def from_summary(cls, summary: dict, val_logits: np.ndarray, test_logits: np.ndarray) -> StageOutput:
+        """The output of a stage kept by an interrupted run (see :meth:`summary`)."""
+        per_epoch = summary["seconds_per_epoch"] or 0.0
+        fields = ("epochs", "trainable_params", "adapter_bytes", "beat_incoming", "kept_incoming", "note")
+        return cls(summary["stage"], val_logits, test_logits, seconds=summary["seconds"],
+                   fit_seconds=per_epoch * summary["epochs"], **{k: summary[k] for k in fields})
 
     def summary(self) -> dict:
         per_epoch = self.fit_seconds / self.epochs if self.epochs else None
@@ -114,7 +117,8 @@ def _image_workers(cfg: Config, dataset: ImageSet) -> int:
     return 0 if dataset.pixels is not None else default_workers(cfg.data.num_workers)
 
 
-def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Path) -> StageOutput:
+def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, folder: RunFolder, resume: bool = False
+                 ) -> StageOutput:
     """Stage 1: features from the frozen backbone computed once, then the head trained on them."""
     tc = cfg.transfer
     net.to(_inference_device(cfg))
@@ -129,7 +133,7 @@ def run_transfer(cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Pa
         head, len(data.classes), [{"params": list(head.parameters()), "lr": tc.lr, "weight_decay": tc.weight_decay}]
     )
     stats = fit(module, _loader(train, tc.batch_size, True, 0), _loader(val, 1024, False, 0),
-                run_dir, "transfer", tc.epochs, tc.patience, cfg.trainer)
+                folder, "transfer", tc.epochs, tc.patience, cfg.trainer, resume)
     with torch.no_grad():
         head.eval()
         return StageOutput(
@@ -170,7 +174,8 @@ class Features(nn.Module):
 
 
 def run_finetune(
-    cfg: Config, net: GalaxyClassifier, data: Prepared, run_dir: Path, incoming: StageOutput | None
+    cfg: Config, net: GalaxyClassifier, data: Prepared, folder: RunFolder, incoming: StageOutput | None,
+    resume: bool = False,
 ) -> StageOutput:
     """Stage 2: the network trained on images by ``finetune.method`` (every layer with layer-wise
     LR decay by default; or the top blocks, LoRA adapters, or biases and norms).
@@ -207,16 +212,16 @@ def run_finetune(
     stats = fit(module,
                 _loader(train_set, fc.batch_size, True, _image_workers(cfg, train_set)),
                 _loader(val_set, 128, False, _image_workers(cfg, val_set)),
-                run_dir, "finetune", fc.epochs, fc.patience, cfg.trainer)
+                folder, "finetune", fc.epochs, fc.patience, cfg.trainer, resume)
     out = StageOutput("finetune", None, None, epochs=stats.epochs,  # outputs filled in below
                       fit_seconds=stats.seconds, trainable_params=n_trainable)
     net.drop_question_head()
     net.to(_inference_device(cfg))  # Lightning hands the model back on the CPU
     if fc.method == "lora":
         if is_main_process():
-            folder = run_dir / "models" / "lora_adapter"
-            out.adapter_bytes = save_adapter(trained, folder)
-            print(f"finetune: LoRA adapter and head saved in {folder} ({out.adapter_bytes / 1e6:.2f} MB)")
+            adapter = folder.models / "lora_adapter"
+            out.adapter_bytes = save_adapter(trained, adapter)
+            print(f"finetune: LoRA adapter and head saved in {adapter} ({out.adapter_bytes / 1e6:.2f} MB)")
         # merge_and_unload folds the adapters into the wrapped network itself and returns that
         # same object, so the caller's ``net`` now holds the merged weights.
         net = merge(trained)
@@ -231,7 +236,7 @@ def run_finetune(
             print(f"finetune: {out.note}.")
             net.load_state_dict(start_state)
             if out.adapter_bytes is not None:  # an adapter of weights the run does not keep would mislead
-                shutil.rmtree(run_dir / "models" / "lora_adapter")
+                shutil.rmtree(folder.models / "lora_adapter")
                 out.adapter_bytes = None
             out.val_logits, out.test_logits, out.kept_incoming = incoming.val_logits, incoming.test_logits, True
             return out
@@ -299,39 +304,68 @@ def _timed(fn, *args) -> StageOutput:
     return out
 
 
-def clear_run_folder(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder: stale curves or gains would pass for new ones.
+def _resumable(folder: RunFolder, name: str, net: GalaxyClassifier, resume: bool, fn, *args) -> StageOutput:
+    """Run stage ``name`` (``fn(*args)``), or, resuming, take it as the interrupted run left it:
+    its outputs and the network's weights after it. A finished stage is kept for a later resume."""
+    kept = folder.load_stage(name) if resume else None
+    if kept is not None:
+        summary, logits, weights = kept
+        net.load_state_dict(weights)
+        print(f"{name}: finished before the interruption, kept")
+        return StageOutput.from_summary(summary, logits["val"], logits["test"])
+    out = _timed(fn, *args)
+    if is_main_process():
+        folder.save_stage(out.summary(), {"val": out.val_logits, "test": out.test_logits}, net.state_dict())
+    return out
 
-    A folder where an earlier attempt stopped before training (bad data, say) is simply reused.
-    """
-    trained = any((run_dir / name).exists() for name in ("checkpoints", "models", "stage_table.csv"))
-    if trained and not overwrite:
-        raise ConfigError(f"{run_dir} already holds a run. Choose another --out, or pass --overwrite to replace it.")
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
 
-
-def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainResult:
+def train(cfg: Config, out_dir: str | Path, overwrite: bool = False, resume: bool = False) -> TrainResult:
     """Run every enabled stage on ``cfg.data.path`` and write the run folder ``out_dir``.
 
-    Under multi-process (DDP) training every process runs this function; only the main one
-    writes files.
+    ``resume`` continues the interrupted run in ``out_dir`` (``cfg`` should then be its own
+    ``config.yaml``: see :func:`resume_run`): finished stages are kept and the interrupted one
+    continues from its last epoch. SIGINT and SIGTERM raise :class:`RunInterrupted`, after the
+    run's state says where it stopped. Under multi-process (DDP) training every process runs
+    this function; only the main one writes files.
     """
     if not cfg.transfer.enabled and not (cfg.finetune.enabled and cfg.finetune.method != "head"):
         raise ConfigError("transfer.enabled and finetune.enabled are both off: nothing would be trained.")
-    main = is_main_process()
-    run_dir = Path(out_dir).expanduser()
-    if main:
-        clear_run_folder(run_dir, overwrite)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.yaml")
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    folder = RunFolder(out_dir)
+    if not is_main_process():
+        return _run(cfg, folder, resume)
+    with folder.locked(), interruptible():
+        folder.prepare(overwrite, resume)
+        if not resume:
+            cfg.save(folder.config)
+        folder.update_state(status="running", **process_facts())
+        try:
+            result = _run(cfg, folder, resume)
+        except RunInterrupted as exc:
+            folder.update_state(status="interrupted")
+            exc.where = folder.interruption_note()
+            raise
+        except BaseException as exc:
+            folder.update_state(status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        folder.drop_resume_files()
+        folder.update_state(status="done", stage=None, epoch=None)
+        return result
 
-    data = prepare(cfg.data, run_dir if main else None)
+
+def resume_run(out_dir: str | Path) -> TrainResult:
+    """Continue the interrupted run in ``out_dir`` with the config it was started with."""
+    from galaxytune.config import load_config
+
+    folder = RunFolder(out_dir)
+    if not folder.config.is_file():
+        raise ConfigError(f"{folder.path} holds no run to resume (no {folder.config.name}).")
+    return train(load_config(folder.config), folder.path, resume=True)
+
+
+def _run(cfg: Config, folder: RunFolder, resume: bool) -> TrainResult:
+    main = is_main_process()
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    data = prepare(cfg.data, folder.path if main else None)
     mirror_permutation(data.classes, cfg.finetune.mirror_swap)  # unknown class names stop the run now
     net = create_classifier(
         cfg.model.name, len(data.classes), cfg.model.weights, cfg.model.mean, cfg.model.std,
@@ -339,12 +373,13 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
     )
     stages: list[StageOutput] = []
     if cfg.transfer.enabled:
-        stages.append(_timed(run_transfer, cfg, net, data, run_dir))
+        stages.append(_resumable(folder, "transfer", net, resume, run_transfer, cfg, net, data, folder, resume))
     if cfg.finetune.enabled and cfg.finetune.method != "head":
         L.seed_everything(cfg.trainer.seed + 1, workers=True, verbose=False)
-        stages.append(_timed(run_finetune, cfg, net, data, run_dir, stages[-1] if stages else None))
+        stages.append(_resumable(folder, "finetune", net, resume, run_finetune, cfg, net, data, folder,
+                                 stages[-1] if stages else None, resume))
     if cfg.decision.tta:
-        tta = _timed(run_tta, cfg, net, data)
+        tta = _resumable(folder, "tta", net, resume, run_tta, cfg, net, data)
         plain = stages[-1]
         tta.beat_incoming = _val_score(tta.val_logits, data.sets["val"], cfg) > _val_score(
             plain.val_logits, data.sets["val"], cfg)
@@ -378,8 +413,8 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
         table[-1]["rule"] = _rule_note(stages[-1], y_val, y_test)
     gains = stage_gains([s.name for s in stages], test_probs, y_test, seed=cfg.trainer.seed)
     if main:
-        write_outputs(run_dir, cfg, net, data, stages, table, gains)
-    return TrainResult(net, rule, data.classes, table, run_dir, stages, data, gains)
+        write_outputs(folder, cfg, net, data, stages, table, gains)
+    return TrainResult(net, rule, data.classes, table, folder.path, stages, data, gains)
 
 
 def _rule_note(decision: StageOutput, y_val: np.ndarray, y_test: np.ndarray) -> str:
@@ -394,7 +429,7 @@ def _rule_note(decision: StageOutput, y_val: np.ndarray, y_test: np.ndarray) -> 
 
 
 def write_outputs(
-    run_dir: Path, cfg: Config, net: GalaxyClassifier, data: Prepared, stages: list[StageOutput],
+    folder: RunFolder, cfg: Config, net: GalaxyClassifier, data: Prepared, stages: list[StageOutput],
     table: list[dict], gains: list[dict],
 ) -> None:
     """The saved model, stage table, per-epoch metrics, stage outputs and the report."""
@@ -405,16 +440,14 @@ def write_outputs(
         mirror_swap=cfg.finetune.mirror_swap, tta=any(s.name == "tta" for s in stages), fits=asdict(cfg.data.fits),
         stretch=cfg.data.stretch, stretch_softening=cfg.data.stretch_softening,
     )
-    save_model(net, info, run_dir / "models")
-    write_table(table, gains, run_dir)
-    write_json(run_dir / "stages.json", [s.summary() for s in stages])
-    merge_epoch_logs(run_dir)
-    with atomic_path(run_dir / "stage_outputs.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(
-            handle, y_val=data.sets["val"].targets.numpy(), y_test=data.sets["test"].targets.numpy(),
-            val_paths=np.array([str(p) for p in data.sets["val"].paths]),
-            test_paths=np.array([str(p) for p in data.sets["test"].paths]),
-            **{f"{s.name}_{split}": getattr(s, f"{split}_logits") for s in stages for split in ("val", "test")},
-        )
+    save_model(net, info, folder.models)
+    write_table(table, gains, folder)
+    write_json(folder.stages, [s.summary() for s in stages])
+    merge_epoch_logs(folder)
+    folder.write_stage_outputs(
+        {split: _targets(data.sets[split]) for split in ("val", "test")},
+        {split: data.sets[split].paths for split in ("val", "test")},
+        {s.name: {"val": s.val_logits, "test": s.test_logits} for s in stages},
+    )
     print(format_table(table, gains))
-    print(f"Report: {write_run_report(run_dir)}")
+    print(f"Report: {write_run_report(folder.path)}")
