@@ -14,12 +14,14 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from galaxytune.config import TrainerConfig
+from galaxytune.console import ensure_console_logging
 from galaxytune.errors import ConfigError
 from galaxytune.files import atomic_path
+from galaxytune.training.loggers import finish_loggers, make_loggers
+from galaxytune.training.progress import progress_callbacks
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -71,6 +73,7 @@ def fit(
 ) -> FitStats:
     """Train ``module`` and load its best weights (by the validation metric) back into it."""
     quiet_lightning()
+    ensure_console_logging()
     monitor = f"val_{trainer_cfg.monitor}"
     mode = "min" if trainer_cfg.monitor == "loss" else "max"
     checkpoint = ModelCheckpoint(
@@ -85,7 +88,10 @@ def fit(
             f"devices={trainer_cfg.devices}, strategy={trainer_cfg.strategy}, precision={trainer_cfg.precision}): {exc}"
         ) from None
     start = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader)
+    try:
+        trainer.fit(module, train_loader, val_loader)
+    finally:
+        finish_loggers(trainer.loggers)
     seconds = time.perf_counter() - start
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
@@ -96,6 +102,7 @@ def _trainer(
     trainer_cfg: TrainerConfig, checkpoint: ModelCheckpoint, monitor: str, mode: str, patience: int, epochs: int,
     run_dir: Path, stage: str,
 ) -> L.Trainer:
+    bar, progress = progress_callbacks(trainer_cfg, stage, monitor, mode, patience)
     return L.Trainer(
         max_epochs=epochs,
         accelerator=trainer_cfg.accelerator,
@@ -106,10 +113,11 @@ def _trainer(
         callbacks=[
             checkpoint,
             EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+            *progress,
         ],
-        logger=CSVLogger(run_dir / "logs", name=stage, version=""),
+        logger=make_loggers(trainer_cfg, run_dir, stage),
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=trainer_cfg.progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
