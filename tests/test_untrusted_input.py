@@ -21,7 +21,7 @@ from galaxytune.report import plots
     ("finetune.label_smoothing=2", "finetune.label_smoothing=2.0 must be between"),
     ("model.drop_rate=1.5", "model.drop_rate=1.5 must be between"),
     ("finetune.weight_decay=-0.1", "finetune.weight_decay=-0.1 must be between"),
-    ("finetune.layer_decay=0", "finetune.layer_decay=0.0 must be above 0"),
+    ("finetune.layer_decay=0", r"finetune.layer_decay=0.0 must be between 0 and 1 \(0 excluded\)"),
 ])
 def test_out_of_range_settings_stop_before_any_training(override, message):
     with pytest.raises(ConfigError, match=message):

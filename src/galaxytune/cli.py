@@ -1,4 +1,4 @@
-"""Command line: ``galaxytune train | evaluate | predict``."""
+"""Command line: ``galaxytune train | cv | evaluate | predict | export | demo | data | config``."""
 
 from __future__ import annotations
 
@@ -84,19 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--dir", help="files go to DIR/NAME (default: ~/.cache/galaxytune/datasets/NAME)")
     p.add_argument("--no-verify", action="store_true", help="allow files whose hash is unknown (warns loudly)")
+
+    p = sub.add_parser("config", help="list every setting: its default, what it allows and what it does")
+    p.add_argument("key", nargs="?", default="", help="only this section or key, e.g. finetune or finetune.lr")
+    p.add_argument("--yaml", action="store_true", help="print the defaults as a commented YAML config file")
     return parser
 
 
 def _config(args):
     """The config from --config, the shortcut flags and the key=value overrides (in that order)."""
     from galaxytune.config import load_config
+    from galaxytune.training.loggers import check_logger
 
     flags = {"data": {"path": args.data}, "model": {}}
     for flag, section, key in (("model", "model", "name"), ("weights", "model", "weights"),
                                ("path_column", "data", "path_column"), ("label_column", "data", "label_column")):
         if getattr(args, flag):
             flags[section][key] = getattr(args, flag)
-    return load_config(args.config, list(args.overrides), flags=flags)
+    cfg = load_config(args.config, list(args.overrides), flags=flags)
+    check_logger(cfg.trainer)  # a missing package stops the run before any data is read
+    return cfg
 
 
 def _train(args) -> None:
@@ -205,11 +212,20 @@ def _data(args) -> None:
             print(path)
 
 
+def _settings(args) -> None:
+    from galaxytune.config import defaults_yaml, describe_settings
+
+    print(defaults_yaml(args.key) if args.yaml else describe_settings(args.key))
+
+
 def main(argv: list[str] | None = None) -> int:
+    from galaxytune.console import console_logging
+
     args = build_parser().parse_args(argv)
+    console_logging()  # progress lines (galaxytune's logger) on stdout, flushed as they come
     handlers = {
         "train": _train, "cv": _cv, "evaluate": _evaluate, "predict": _predict, "export": _export, "demo": _demo,
-        "data": _data,
+        "data": _data, "config": _settings,
     }
     handler = handlers[args.command]
     try:

@@ -14,13 +14,15 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from galaxytune.config import TrainerConfig
+from galaxytune.console import ensure_console_logging
 from galaxytune.errors import ConfigError
 from galaxytune.files import atomic_path
 from galaxytune.run_folder import RunFolder
+from galaxytune.training.loggers import finish_loggers, make_loggers
+from galaxytune.training.progress import progress_callbacks
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -88,6 +90,7 @@ def fit(
     interrupted fit from its last finished epoch (optimizer, schedule and early stopping included).
     """
     quiet_lightning()
+    ensure_console_logging()
     monitor = f"val_{trainer_cfg.monitor}"
     mode = "min" if trainer_cfg.monitor == "loss" else "max"
     best = folder.best_checkpoint(stage)
@@ -97,27 +100,31 @@ def fit(
     )
     last = folder.last_checkpoint(stage)
     latest = ModelCheckpoint(dirpath=last.parent, filename=last.stem, save_top_k=1, enable_version_counter=False)
+    bar, progress = progress_callbacks(trainer_cfg, stage, monitor, mode, patience)
     callbacks = [checkpoint, latest, EarlyStopping(monitor=monitor, mode=mode, patience=patience),
-                 RunState(folder, stage, epochs)]
+                 RunState(folder, stage, epochs), *progress]
     resume_from = last if resume and last.is_file() else None
     if resume_from is not None and is_main_process():
         folder.set_aside_epoch_log(stage)
     try:
-        trainer = _trainer(trainer_cfg, callbacks, epochs, folder, stage)
+        trainer = _trainer(trainer_cfg, callbacks, bar, epochs, folder, stage)
     except (MisconfigurationException, ValueError, RuntimeError) as exc:
         raise ConfigError(
             f"Lightning rejects the trainer settings (accelerator={trainer_cfg.accelerator}, "
             f"devices={trainer_cfg.devices}, strategy={trainer_cfg.strategy}, precision={trainer_cfg.precision}): {exc}"
         ) from None
     start = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
+    finally:
+        finish_loggers(trainer.loggers)
     seconds = time.perf_counter() - start
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     return FitStats(trainer.current_epoch, seconds)
 
 
-def _trainer(trainer_cfg: TrainerConfig, callbacks: list[Callback], epochs: int, folder: RunFolder,
+def _trainer(trainer_cfg: TrainerConfig, callbacks: list[Callback], bar: bool, epochs: int, folder: RunFolder,
              stage: str) -> L.Trainer:
     return L.Trainer(
         max_epochs=epochs,
@@ -127,9 +134,9 @@ def _trainer(trainer_cfg: TrainerConfig, callbacks: list[Callback], epochs: int,
         num_nodes=trainer_cfg.num_nodes,
         precision=trainer_cfg.precision,
         callbacks=callbacks,
-        logger=CSVLogger(folder.logs, name=stage, version=""),
+        logger=make_loggers(trainer_cfg, folder, stage),
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=trainer_cfg.progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,

@@ -1,0 +1,65 @@
+"""Messages for people and log files: the ``galaxytune`` logger, printed as plain lines on stdout.
+
+The command line calls :func:`console_logging` first thing; library use (``galaxytune.train``)
+gets the same lines through :func:`ensure_console_logging` unless the application has configured
+logging itself (then the lines go wherever it sends them, at level INFO).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+logger = logging.getLogger("galaxytune")
+
+
+class _Stdout(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a line is emitted (a redirected file, a test's
+    capture), flushing after each line so that a log file shows it at once."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def console_logging(level: int = logging.INFO) -> None:
+    """Print the ``galaxytune`` logger's messages on stdout as bare lines (no level or time
+    prefix), like the rest of the program's output. Calling it again changes nothing."""
+    if not any(isinstance(h, _Stdout) for h in logger.handlers):
+        handler = _Stdout()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def ensure_console_logging() -> None:
+    """:func:`console_logging`, unless the ``galaxytune`` logger or the root logger already has
+    somewhere to go (an application's own logging setup wins)."""
+    if not logger.handlers and not logging.getLogger().handlers:
+        console_logging()
+
+
+def interactive() -> bool:
+    """Whether stdout is a terminal, or a Jupyter notebook (whose cells draw progress bars):
+    where a progress bar reads well. A file or a pipe gets plain lines instead."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+
+
+def duration(seconds: float) -> str:
+    """``7.3 s``, ``4 min 05 s``, ``2 h 03 min``."""
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
