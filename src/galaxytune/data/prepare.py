@@ -12,12 +12,12 @@ from galaxytune.cache import cache_home, key_of, load_arrays, save_arrays
 from galaxytune.config import DataConfig
 from galaxytune.data.formats import find_samples
 from galaxytune.data.images import Decoded, ImageSet, content_digest, decode_all, default_workers
-from galaxytune.data.leakage import find_overlaps, write_overlaps
+from galaxytune.data.leakage import describe, find_overlaps, write_overlaps
 from galaxytune.data.questions import Question
 from galaxytune.data.sources import SPLITS, Sample
 from galaxytune.data.splits import make_splits, write_splits
 from galaxytune.errors import DataError
-from galaxytune.files import write_csv
+from galaxytune.files import write_csv, write_json
 
 
 @dataclass
@@ -43,11 +43,12 @@ def decode_cached(cfg: DataConfig, paths: list[Path], cache: bool) -> tuple[Deco
     digests = [_digest_or_empty(p) for p in paths]
     key = key_of("decoded", cfg.image_size, cfg.center_crop, asdict(cfg.fits), digests)
     entry = load_arrays(folder, "decoded", key)
-    if entry is not None:
+    if entry is not None and "thumbnails" in entry:  # entries written before the thumbnails are rewritten
         keep = entry["keep"].tolist()
         bad = [(paths[i], str(reason)) for i, reason in zip(entry["bad"].tolist(), entry["reasons"])]
         print(f"Decoded images read from the cache ({folder}).")
-        return Decoded(keep, bad, torch.from_numpy(entry["pixels"]), entry["hashes"], [digests[i] for i in keep]), key
+        return Decoded(keep, bad, torch.from_numpy(entry["pixels"]), entry["hashes"], entry["thumbnails"],
+                       [digests[i] for i in keep]), key
     decoded = decode_all(paths, cfg.image_size, cfg.center_crop, True, workers, "decode images", cfg.fits,
                          digests=False)
     decoded.digests = [digests[i] for i in decoded.keep]
@@ -55,6 +56,7 @@ def decode_cached(cfg: DataConfig, paths: list[Path], cache: bool) -> tuple[Deco
     pixels = decoded.pixels if decoded.pixels is not None else torch.zeros((0, 3, cfg.image_size, cfg.image_size))
     save_arrays(folder, "decoded", key, {
         "keep": np.array(decoded.keep, dtype=np.int64), "pixels": pixels.numpy(), "hashes": decoded.hashes,
+        "thumbnails": decoded.thumbnails,
         "bad": np.array([index[p] for p, _ in decoded.bad], dtype=np.int64),
         "reasons": np.array([reason for _, reason in decoded.bad], dtype=str),
     })
@@ -87,12 +89,23 @@ def write_unreadable(bad: list[tuple[Path, str]], path: Path) -> None:
 def guard_leakage(
     splits: dict[str, list[Sample]], decoded: Decoded, row: dict[Path, int], cfg: DataConfig, run_dir: Path | None
 ) -> None:
-    """Report val/test images also in train, and test images also in val; stop the run if configured to."""
+    """Report val/test images also in train, and test images also in val; stop the run if configured to.
+
+    What was compared goes to ``leakage.json`` (for the report) and the log; the duplicates to ``leakage.csv``.
+    """
     paths = {split: [s.path for s in samples] for split, samples in splits.items()}
-    split_hashes = {split: decoded.hashes[[row[p] for p in ps]] for split, ps in paths.items()}
-    split_digests = {split: [decoded.digests[row[p]] for p in ps] for split, ps in paths.items()}
-    overlaps = find_overlaps(paths, split_hashes, split_digests, cfg.leakage_max_distance)
+    rows = {split: [row[p] for p in ps] for split, ps in paths.items()}
+    leakage = find_overlaps(
+        paths, {split: decoded.hashes[r] for split, r in rows.items()},
+        {split: decoded.thumbnails[r] for split, r in rows.items()},
+        {split: [decoded.digests[i] for i in r] for split, r in rows.items()}, cfg.leakage_max_distance,
+    )
+    checked = describe(leakage.summary())
+    if run_dir is not None:
+        write_json(run_dir / "leakage.json", leakage.summary())
+    overlaps = leakage.overlaps
     if not overlaps:
+        print(f"Leakage guard: {checked}.")
         return
     where = ""
     if run_dir is not None:
@@ -101,8 +114,8 @@ def guard_leakage(
     first = overlaps[0]
     message = (
         f"{len(overlaps)} val/test image(s) are also in an earlier split, e.g. {first.path} ({first.kind} of "
-        f"{first.other_split} image {first.other_path}){where}. Remove the duplicates so that test measures "
-        "unseen galaxies"
+        f"{first.other_split} image {first.other_path}){where}. Leakage guard: {checked}. Remove the duplicates "
+        "so that test measures unseen galaxies"
     )
     if cfg.leakage == "fail":
         raise DataError(message + ", or set data.leakage=warn.")

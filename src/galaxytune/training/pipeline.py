@@ -41,8 +41,8 @@ from galaxytune.training.module import ClassifierModule
 # Everything a run writes: cleared before a run replaces another in the same folder.
 RUN_OUTPUTS = (
     "config.yaml", "splits.csv", "metrics.csv", "stage_table.csv", "stage_table.md", "stage_gains.csv",
-    "stage_outputs.npz", "stages.json", "report.html", "leakage.csv", "unreadable_images.csv", "logs", "checkpoints",
-    "models", "plots",
+    "stage_outputs.npz", "stages.json", "report.html", "leakage.csv", "leakage.json", "unreadable_images.csv", "logs",
+    "checkpoints", "models", "plots",
 )
 
 
