@@ -353,8 +353,9 @@ def train(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> TrainRes
             tta.note = f"the mean of 8 rotated and flipped views {verdict} the plain logits on validation; used"
             stages.append(tta)
         else:
-            plain.note = "TTA (8 rotated and flipped views) did not beat the plain logits on validation; not used"
-            print(f"{plain.name}: {plain.note}.")
+            unused = "TTA (8 rotated and flipped views) did not beat the plain logits on validation; not used"
+            plain.note = "; ".join(filter(None, (plain.note, unused)))  # after the finetune guard's note, if any
+            print(f"{plain.name}: {unused}.")
     y_val, y_test = _targets(data.sets["val"]), _targets(data.sets["test"])
     soft = data.sets["val"].soft
     fractions = None if soft is None else (soft.numpy(), data.sets["test"].soft.numpy())
