@@ -69,7 +69,8 @@ def _decisions(stages: list[dict]) -> list[str]:
     for stage in stages:
         name, text = stage["stage"], stage.get("note", "")
         if name in kept:
-            sentences.append(f"The <b>{esc(name)}</b> row repeats the <b>{esc(kept[name])}</b> row: {esc(text)}.")
+            why = f": {esc(text)}" if text else ", its guard kept those weights"
+            sentences.append(f"The <b>{esc(name)}</b> row repeats the <b>{esc(kept[name])}</b> row{why}.")
         elif text:
             sentences.append(f"<b>{esc(name)}</b>: {esc(text)}.")
     return sentences
