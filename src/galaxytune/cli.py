@@ -156,7 +156,7 @@ def _evaluate(args) -> None:
     folder = Path(args.report or home / f"evaluation-{Path(args.data).stem}-{args.split or 'default'}")
     report = write_evaluation_report(
         folder, predictor.classes, result.y_true, result.predictions.probabilities, result.predictions.paths,
-        title=f"{args.model} on {args.data} ({args.split or 'default split'})",
+        title=f"{args.model} on {args.data} ({args.split or 'default split'})", info=predictor.info,
     )
     if args.json:
         print(json.dumps(result.metrics))

@@ -40,6 +40,7 @@ class RunFolder:
         self.stages = p / "stages.json"
         self.report = p / "report.html"
         self.leakage = p / "leakage.csv"
+        self.leakage_summary = p / "leakage.json"
         self.unreadable = p / "unreadable_images.csv"
         self.logs = p / "logs"
         self.checkpoints = p / "checkpoints"
@@ -51,7 +52,8 @@ class RunFolder:
     def outputs(self) -> list[Path]:
         """Everything a run writes (the lock file aside): cleared before a run replaces another."""
         return [self.config, self.splits, self.epoch_metrics, self.stage_table, self.stage_table_md,
-                self.stage_gains, self.stage_outputs, self.stages, self.report, self.leakage, self.unreadable,
+                self.stage_gains, self.stage_outputs, self.stages, self.report, self.leakage, self.leakage_summary,
+                self.unreadable,
                 self.logs, self.checkpoints, self.models, self.plots, self.state_file]
 
     def epoch_log(self, stage: str) -> Path:

@@ -22,7 +22,7 @@ from galaxytune.cache import file_digest
 from galaxytune.config import FitsConfig
 from galaxytune.data.fits import is_fits, read_fits
 from galaxytune.data.hdf5 import read_row, split_row_path
-from galaxytune.data.leakage import HASH_BYTES, perceptual_hash
+from galaxytune.data.leakage import HASH_BYTES, THUMBNAIL_SIDE, grey_thumbnails, perceptual_hash
 
 # A truncated file must raise, not come back silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -121,6 +121,8 @@ class Decoded:
     """(len(keep), 3, S, S) uint8 when cached, else None."""
     hashes: np.ndarray
     """(len(keep), 32) packed perceptual hashes, for the leakage guard."""
+    thumbnails: np.ndarray
+    """(len(keep), 32, 32) uint8 grey thumbnails, for the leakage guard."""
     digests: list[str]
     """SHA-256 of each kept image's stored content, for the leakage guard (empty when not asked for)."""
 
@@ -130,7 +132,7 @@ def decode_all(
     fits: FitsConfig | None = None, digests: bool = True,
 ) -> Decoded:
     """Decode every image once; ``digests``: also take each one's SHA-256 for the leakage guard."""
-    keep, bad, chunks, hashes, found = [], [], [], [], []
+    keep, bad, chunks, hashes, thumbnails, found = [], [], [], [], [], []
     for indices, pixels, batch_digests, failed in iter_decoded(
         paths, size, center_crop, workers, 64, desc, fits, digests=digests
     ):
@@ -139,11 +141,14 @@ def decode_all(
         bad += failed
         if indices:
             hashes.append(perceptual_hash(pixels))
+            thumbnails.append(grey_thumbnails(pixels))
         if cache:
             chunks.append(pixels)
     pixels = torch.cat(chunks) if cache and chunks else None
     hashes = np.concatenate(hashes) if hashes else np.zeros((0, HASH_BYTES), np.uint8)
-    return Decoded(keep, bad, pixels, hashes, found)
+    side = THUMBNAIL_SIDE
+    thumbnails = np.concatenate(thumbnails) if thumbnails else np.zeros((0, side, side), np.uint8)
+    return Decoded(keep, bad, pixels, hashes, thumbnails, found)
 
 
 class ImageSet(Dataset):

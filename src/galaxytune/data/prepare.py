@@ -12,12 +12,13 @@ from galaxytune.cache import cache_home, key_of, load_arrays, save_arrays
 from galaxytune.config import DataConfig
 from galaxytune.data.formats import find_samples
 from galaxytune.data.images import Decoded, ImageSet, content_digest, decode_all, default_workers
-from galaxytune.data.leakage import find_overlaps, write_overlaps
+from galaxytune.data.leakage import describe, find_overlaps, write_overlaps
 from galaxytune.data.questions import Question
 from galaxytune.data.sources import SPLITS, Sample
 from galaxytune.data.splits import make_splits, write_splits
 from galaxytune.errors import DataError
-from galaxytune.files import write_csv
+from galaxytune.files import write_csv, write_json
+from galaxytune.run_folder import RunFolder
 
 
 @dataclass
@@ -43,11 +44,12 @@ def decode_cached(cfg: DataConfig, paths: list[Path], cache: bool) -> tuple[Deco
     digests = [_digest_or_empty(p) for p in paths]
     key = key_of("decoded", cfg.image_size, cfg.center_crop, asdict(cfg.fits), digests)
     entry = load_arrays(folder, "decoded", key)
-    if entry is not None:
+    if entry is not None and "thumbnails" in entry:  # entries written before the thumbnails are rewritten
         keep = entry["keep"].tolist()
         bad = [(paths[i], str(reason)) for i, reason in zip(entry["bad"].tolist(), entry["reasons"])]
         print(f"Decoded images read from the cache ({folder}).")
-        return Decoded(keep, bad, torch.from_numpy(entry["pixels"]), entry["hashes"], [digests[i] for i in keep]), key
+        return Decoded(keep, bad, torch.from_numpy(entry["pixels"]), entry["hashes"], entry["thumbnails"],
+                       [digests[i] for i in keep]), key
     decoded = decode_all(paths, cfg.image_size, cfg.center_crop, True, workers, "decode images", cfg.fits,
                          digests=False)
     decoded.digests = [digests[i] for i in decoded.keep]
@@ -55,6 +57,7 @@ def decode_cached(cfg: DataConfig, paths: list[Path], cache: bool) -> tuple[Deco
     pixels = decoded.pixels if decoded.pixels is not None else torch.zeros((0, 3, cfg.image_size, cfg.image_size))
     save_arrays(folder, "decoded", key, {
         "keep": np.array(decoded.keep, dtype=np.int64), "pixels": pixels.numpy(), "hashes": decoded.hashes,
+        "thumbnails": decoded.thumbnails,
         "bad": np.array([index[p] for p, _ in decoded.bad], dtype=np.int64),
         "reasons": np.array([reason for _, reason in decoded.bad], dtype=str),
     })
@@ -85,31 +88,42 @@ def write_unreadable(bad: list[tuple[Path, str]], path: Path) -> None:
 
 
 def guard_leakage(
-    splits: dict[str, list[Sample]], decoded: Decoded, row: dict[Path, int], cfg: DataConfig, run_dir: Path | None
+    splits: dict[str, list[Sample]], decoded: Decoded, row: dict[Path, int], cfg: DataConfig, folder: RunFolder | None
 ) -> None:
-    """Report val/test images also in train, and test images also in val; stop the run if configured to."""
+    """Report val/test images also in train, and test images also in val; stop the run if configured to.
+
+    What was compared goes to ``leakage.json`` (for the report) and the log; the duplicates to ``leakage.csv``.
+    """
     paths = {split: [s.path for s in samples] for split, samples in splits.items()}
-    split_hashes = {split: decoded.hashes[[row[p] for p in ps]] for split, ps in paths.items()}
-    split_digests = {split: [decoded.digests[row[p]] for p in ps] for split, ps in paths.items()}
-    overlaps = find_overlaps(paths, split_hashes, split_digests, cfg.leakage_max_distance)
+    rows = {split: [row[p] for p in ps] for split, ps in paths.items()}
+    leakage = find_overlaps(
+        paths, {split: decoded.hashes[r] for split, r in rows.items()},
+        {split: decoded.thumbnails[r] for split, r in rows.items()},
+        {split: [decoded.digests[i] for i in r] for split, r in rows.items()}, cfg.leakage_max_distance,
+    )
+    checked = describe(leakage.summary())
+    if folder is not None:
+        write_json(folder.leakage_summary, leakage.summary())
+    overlaps = leakage.overlaps
     if not overlaps:
+        print(f"Leakage guard: {checked}.")
         return
     where = ""
-    if run_dir is not None:
-        write_overlaps(overlaps, run_dir / "leakage.csv")
-        where = f"; all are listed in {run_dir / 'leakage.csv'}"
+    if folder is not None:
+        write_overlaps(overlaps, folder.leakage)
+        where = f"; all are listed in {folder.leakage}"
     first = overlaps[0]
     message = (
         f"{len(overlaps)} val/test image(s) are also in an earlier split, e.g. {first.path} ({first.kind} of "
-        f"{first.other_split} image {first.other_path}){where}. Remove the duplicates so that test measures "
-        "unseen galaxies"
+        f"{first.other_split} image {first.other_path}){where}. Leakage guard: {checked}. Remove the duplicates "
+        "so that test measures unseen galaxies"
     )
     if cfg.leakage == "fail":
         raise DataError(message + ", or set data.leakage=warn.")
     print(f"Warning: {message}.")
 
 
-def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
+def prepare(cfg: DataConfig, folder: RunFolder | None) -> Prepared:
     """Find, decode and split the data; record the split and any unreadable images in ``run_dir``
     (None: write nothing, as in the non-main processes of a multi-process run).
 
@@ -119,11 +133,11 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
     questions = found.questions
     everything = [s for split in SPLITS for s in found.get(split, [])]
     decoded, cache_key = decode_cached(cfg, [s.path for s in everything], want_cache(cfg, len(everything)))
-    if decoded.bad and run_dir is not None:
-        write_unreadable(decoded.bad, run_dir / "unreadable_images.csv")
+    if decoded.bad and folder is not None:
+        write_unreadable(decoded.bad, folder.unreadable)
         print(
             f"Skipped {len(decoded.bad)} unreadable image(s), e.g. {decoded.bad[0][0]} "
-            f"({decoded.bad[0][1]}); all are listed in {run_dir / 'unreadable_images.csv'}."
+            f"({decoded.bad[0][1]}); all are listed in {folder.unreadable}."
         )
     if decoded.bad:
         bad = {p for p, _ in decoded.bad}
@@ -145,8 +159,8 @@ def prepare(cfg: DataConfig, run_dir: Path | None) -> Prepared:
             cfg.fits, [s.fractions for s in samples] if cfg.labels.soft else None,
             [s.counts for s in samples] if questions else None,
         )
-    if run_dir is not None:
-        write_splits(splits, run_dir / "splits.csv")
+    if folder is not None:
+        write_splits(splits, folder.splits)
     if cfg.leakage != "off":
-        guard_leakage(splits, decoded, row, cfg, run_dir)
+        guard_leakage(splits, decoded, row, cfg, folder)
     return Prepared(classes, sets, splits, decoded.bad, questions, cache_key)

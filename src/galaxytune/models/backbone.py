@@ -19,12 +19,19 @@ from torch import nn
 from galaxytune.errors import ModelError
 
 
+def stretch_pixels(x: torch.Tensor, stretch: str, softening: float) -> torch.Tensor:
+    """Pixel values x in [0, 1] as the network takes them in (``data.stretch``): 'asinh' maps x
+    to asinh(x / softening) / asinh(1 / softening), lifting faint emission (radio lobes, outer
+    discs) out of the bottom few grey levels; 'none' leaves them linear."""
+    if stretch == "asinh":
+        return torch.asinh(x / softening) / math.asinh(1.0 / softening)
+    return x
+
+
 class GalaxyClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, mean: list[float], std: list[float], stretch: str = "none",
                  softening: float = 0.05):
-        """``stretch``: 'asinh' maps pixel values x in [0, 1] to asinh(x / softening) /
-        asinh(1 / softening) before normalising, lifting faint emission (radio lobes, outer
-        discs) out of the bottom few grey levels; 'none' leaves them linear."""
+        """``stretch``, ``softening``: the stretch of pixel values before normalising (:func:`stretch_pixels`)."""
         super().__init__()
         self.backbone = backbone
         self.stretch, self.softening = stretch, softening
@@ -44,9 +51,7 @@ class GalaxyClassifier(nn.Module):
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
-        if self.stretch == "asinh":
-            x = torch.asinh(x / self.softening) / math.asinh(1.0 / self.softening)
-        return (x - self.mean) / self.std
+        return (stretch_pixels(x, self.stretch, self.softening) - self.mean) / self.std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features: the head's input."""

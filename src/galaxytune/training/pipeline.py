@@ -365,7 +365,7 @@ def resume_run(out_dir: str | Path) -> TrainResult:
 def _run(cfg: Config, folder: RunFolder, resume: bool) -> TrainResult:
     main = is_main_process()
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    data = prepare(cfg.data, folder.path if main else None)
+    data = prepare(cfg.data, folder if main else None)
     mirror_permutation(data.classes, cfg.finetune.mirror_swap)  # unknown class names stop the run now
     net = create_classifier(
         cfg.model.name, len(data.classes), cfg.model.weights, cfg.model.mean, cfg.model.std,
@@ -388,8 +388,9 @@ def _run(cfg: Config, folder: RunFolder, resume: bool) -> TrainResult:
             tta.note = f"the mean of 8 rotated and flipped views {verdict} the plain logits on validation; used"
             stages.append(tta)
         else:
-            plain.note = "TTA (8 rotated and flipped views) did not beat the plain logits on validation; not used"
-            print(f"{plain.name}: {plain.note}.")
+            unused = "TTA (8 rotated and flipped views) did not beat the plain logits on validation; not used"
+            plain.note = "; ".join(filter(None, (plain.note, unused)))  # after the finetune guard's note, if any
+            print(f"{plain.name}: {unused}.")
     y_val, y_test = _targets(data.sets["val"]), _targets(data.sets["test"])
     soft = data.sets["val"].soft
     fractions = None if soft is None else (soft.numpy(), data.sets["test"].soft.numpy())
