@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
 from galaxytune.errors import GalaxytuneError
+from galaxytune.files import WRITE_ERRNOS
 from galaxytune.training.interrupt import RunInterrupted
 
 TTA_HELP = ("average over the 8 rotations and flips, swapping mirrored classes back "
@@ -218,6 +220,28 @@ def _settings(args) -> None:
     print(defaults_yaml(args.key) if args.yaml else describe_settings(args.key))
 
 
+# The option choosing where each command writes, for the hint after a failed write.
+OUTPUT_OPTIONS = {"evaluate": "--report", "data": "--dir"}
+
+
+def os_error_line(exc: OSError, output_option: str = "--out") -> str:
+    """One line for a failed read or write: the file (or folder), the system's reason, what to do."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f" (free space or choose another {output_option})"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied" if reason.lower() == "permission denied" else f"permission denied: {reason}"
+        hint = f" (check the permissions or choose another {output_option})"
+    elif exc.errno in (errno.EROFS, errno.EFBIG):
+        hint = f" (choose another {output_option})"
+    else:
+        hint = ""
+    if exc.filename is None:
+        return f"error: {reason}{hint}"
+    verb = "cannot write" if exc.errno in WRITE_ERRNOS else "cannot access"
+    return f"error: {verb} {exc.filename}: {reason}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     from galaxytune.console import console_logging
 
@@ -236,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as exc:
         print(f"galaxytune: {exc}", file=sys.stderr)
         return exc.exit_status
+    except OSError as exc:  # a full disk, a folder one may not write ... (atomic writes left nothing half-written)
+        print(os_error_line(exc, OUTPUT_OPTIONS.get(args.command, "--out")), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -566,7 +566,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
+            close = difflib.get_close_matches(str(key), names, n=1)  # YAML keys may be numbers or null
             hint = f" Did you mean {prefix}{close[0]}?" if close else ""
             raise ConfigError(f"Unknown config key '{prefix}{key}'.{hint}")
         if dataclasses.is_dataclass(hints[key]):
@@ -587,7 +587,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint in (int, float):
         try:
             number = float(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float
             number = None
         if number is None or (hint is int and not number.is_integer()):
             kind = "an integer" if hint is int else "a number"

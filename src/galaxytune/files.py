@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -10,10 +11,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""Errors that only a write gives: a full disk or quota, a file too large, a read-only file system."""
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``."""
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    An OSError about the temporary file (or a write error that names no file, as a full disk
+    gives from ``write()``) is raised again naming ``path``, the file the user asked for.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The process id keeps concurrent writers (several processes of one run) apart.
@@ -21,6 +29,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename in (str(tmp), tmp) or (exc.filename is None and exc.errno in WRITE_ERRNOS):
+            # OSError(errno, ...) picks the subclass (PermissionError ...) that errno stands for.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -18,7 +18,7 @@ from galaxytune.data.galaxy10 import galaxy10_samples
 from galaxytune.data.galaxy_zoo import GZ2_TABLES, KAGGLE_TABLE, READERS, Catalog
 from galaxytune.data.hdf5 import HDF5_SUFFIXES
 from galaxytune.data.questions import count_columns
-from galaxytune.data.sources import SPLIT_ALIASES, Sample, SplitSamples, find_labelled
+from galaxytune.data.sources import SPLIT_ALIASES, Sample, SplitSamples, find_labelled, is_file
 from galaxytune.data.tables import numbers, read_header
 from galaxytune.data.votes import (
     Labels,
@@ -151,7 +151,7 @@ def vote_samples(catalog: Catalog, cfg: DataConfig) -> SplitSamples:
     for row, (label, path) in enumerate(zip(labels.labels, catalog.paths)):
         if label is None:
             continue
-        if path is None or not path.is_file():
+        if path is None or not is_file(path):
             no_image.append(path)
             continue
         fractions = None if labels.fractions is None else tuple(labels.fractions[row].tolist())

@@ -42,12 +42,15 @@ def _open(path: Path, fits: FitsConfig | None) -> Image.Image:
 def read_image(path: Path, size: int, center_crop: float = 1.0, fits: FitsConfig | None = None) -> np.ndarray:
     """The image at ``path`` as (3, size, size) uint8: square centre crop, then resize.
 
-    Greyscale and 16-bit images become three equal channels scaled to 0..255.
+    Greyscale and 16-bit images become three equal channels scaled to 0..255 (float images: their
+    finite range; a NaN or inf pixel becomes the darkest or brightest, it must not blank the image).
     """
     im = _open(path, fits)
     if im.mode in ("I", "I;16", "I;16B", "F"):
-        arr = np.asarray(im, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
+        arr = np.asarray(im, dtype=np.float64)  # float32 overflows on the difference of extreme values
+        finite = arr[np.isfinite(arr)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
         arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
         im = Image.fromarray(arr.astype(np.uint8))
     im = im.convert("RGB")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from galaxytune.data.fits import FITS_SUFFIXES
 from galaxytune.data.hdf5 import HDF5_SUFFIXES, file_of, row_paths
+from galaxytune.data.tables import separator_hint
 from galaxytune.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", *FITS_SUFFIXES)
@@ -36,6 +37,14 @@ class SplitSamples(dict):
     def __init__(self, by_split: dict[str, list[Sample]], questions: list | None = None):
         super().__init__(by_split)
         self.questions = list(questions or [])
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, but False where the OS refuses the name (too long, ...) instead of raising."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def is_image(path: Path) -> bool:
@@ -93,10 +102,8 @@ def read_catalog(csv_path: Path, path_column: str, label_column: str | None) -> 
         raise DataError(f"{csv_path} is not a readable UTF-8 CSV file ({exc}). Save it as UTF-8 CSV.") from None
     for column in (c for c in (path_column, label_column) if c is not None):
         if column not in columns:
-            raise DataError(
-                f"{csv_path} has no column '{column}'. Its columns start: "
-                f"{', '.join(columns[:12])}. Choose with --path-column / --label-column."
-            )
+            fix = separator_hint(columns) or " Choose with --path-column / --label-column."
+            raise DataError(f"{csv_path} has no column '{column}'. Its columns start: {', '.join(columns[:12])}.{fix}")
     return rows
 
 
@@ -124,7 +131,7 @@ def _from_csv(csv_path: Path, path_column: str, label_column: str) -> dict[str, 
         if not label or not rel:
             raise DataError(f"{csv_path} line {line}: empty '{path_column}' or '{label_column}'.")
         path = base / rel
-        if not file_of(path).is_file():  # an HDF5 row (file.h5::17) needs its file
+        if not is_file(file_of(path)):  # an HDF5 row (file.h5::17) needs its file
             missing.append(f"line {line}: {path}")
             continue
         # An optional 'split' column (train/val/test) fixes the split in the catalog itself.
@@ -169,11 +176,15 @@ def find_images(paths: list[str | Path]) -> list[Path]:
     found: list[Path] = []
     for item in paths:
         path = Path(item).expanduser()
-        if path.is_dir():
+        try:
+            folder = path.is_dir()
+        except OSError:  # a name the OS refuses (too long, ...): reported as not existing
+            folder = False
+        if folder:
             found += sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
-        elif path.is_file() and path.name.lower().endswith(HDF5_SUFFIXES):
+        elif is_file(path) and path.name.lower().endswith(HDF5_SUFFIXES):
             found += row_paths(path)
-        elif file_of(path).is_file():
+        elif is_file(file_of(path)):
             found.append(path)
         else:
             raise DataError(f"{path} does not exist.")

@@ -39,10 +39,19 @@ def read_header(path: Path) -> list[str]:
     return header
 
 
+def separator_hint(header: list[str]) -> str:
+    """What to do when a header read as one column is really split by ';', tabs or '|'."""
+    for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if len(header) == 1 and sep in header[0]:
+            return f" The file looks {name}-separated: save it comma-separated."
+    return ""
+
+
 def missing_column(path: Path, column: str, available: list[str], setting: str) -> DataError:
     close = difflib.get_close_matches(column, available, n=3, cutoff=0.6)
     hint = f"Close column names: {', '.join(close)}" if close else f"Its columns start: {', '.join(available[:8])}"
-    return DataError(f"{path} has no column '{column}' (named in {setting}). {hint}. Correct {setting}.")
+    fix = separator_hint(available) or f" Correct {setting}."
+    return DataError(f"{path} has no column '{column}' (named in {setting}). {hint}.{fix}")
 
 
 def require(path: Path, available: list[str], wanted: dict[str, str]) -> None:

@@ -109,6 +109,10 @@ def evaluate(
         print("Warning: this model's decision rule was fitted on TTA logits; scoring without TTA.")
     label_of = {s.path: s.label for s in samples}
     predictions = predictor.predict([s.path for s in samples], tta=tta)
+    if predictions.unreadable and not predictions.paths:
+        path, reason = predictions.unreadable[0]
+        raise DataError(f"{data}: none of its {len(samples)} image(s) could be read, e.g. {path} ({reason}). "
+                        "Check that the files are images.")
     if predictions.unreadable:
         print(f"Skipped {len(predictions.unreadable)} unreadable image(s), e.g. {predictions.unreadable[0][0]}.")
     index = {c: i for i, c in enumerate(predictor.classes)}

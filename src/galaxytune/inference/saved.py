@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from galaxytune.config import FitsConfig
 from galaxytune.data.transforms import mirror_permutation
@@ -64,7 +64,9 @@ def save_model(net: GalaxyClassifier, info: ModelInfo, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp))
+        # Serialised here and written by Python: safetensors' own file writer reports a full
+        # disk as a SafetensorError, not as the OSError (with errno and path) every write gives.
+        tmp.write_bytes(save(state))
     write_json(folder / META, asdict(info))
 
 
