@@ -87,7 +87,9 @@ class RunFolder:
     # -- whole-run state -------------------------------------------------------------------------
 
     def holds_run(self) -> bool:
-        return any(p.exists() for p in (self.checkpoints, self.models, self.stage_table, self.state_file))
+        """Whether training has written anything here (a run that stopped earlier, on bad data say,
+        left nothing worth keeping)."""
+        return any(p.exists() for p in (self.checkpoints, self.models, self.stage_table))
 
     def read_state(self) -> dict:
         try:
@@ -134,10 +136,10 @@ class RunFolder:
                 raise ConfigError(f"The run in {self.path} finished already: there is nothing to resume.")
             return
         if self.holds_run() and not overwrite:
-            hint = (" It was interrupted: pass --resume to continue it," if state.get("status") != "done"
-                    and self.config.is_file() else "")
-            raise ConfigError(f"{self.path} already holds a run.{hint} Choose another --out, or pass --overwrite "
-                              "to replace it.")
+            status = state.get("status", "done")
+            resume_hint = "pass --resume to continue it, " if status != "done" and self.config.is_file() else ""
+            raise ConfigError(f"{self.path} already holds a run ({status}): {resume_hint}choose another --out, "
+                              "or pass --overwrite to replace it.")
         self.clear()
 
     @contextmanager

@@ -46,8 +46,10 @@ def fingerprint(cfg: Config, folds: int, samples: list[Sample]) -> dict:
             "images": len(samples)}
 
 
-def write_fold_catalogs(cfg: Config, out: Path, folds: int, samples: list[Sample]) -> list[Path]:
-    """One CSV catalog (with a train/val/test ``split`` column) per fold."""
+def write_fold_catalogs(cfg: Config, out: Path, folds: int, samples: list[Sample] | None = None) -> list[Path]:
+    """One CSV catalog (with a train/val/test ``split`` column) per fold, of ``samples`` (default:
+    every labelled image of ``cfg.data``)."""
+    samples = pooled_samples(cfg) if samples is None else samples
     labels = np.array([s.label for s in samples])
     smallest = min(np.unique(labels, return_counts=True)[1])
     if smallest < folds:
