@@ -51,7 +51,14 @@ def interactive() -> bool:
     """Whether stdout is a terminal, or a Jupyter notebook (whose cells draw progress bars):
     where a progress bar reads well. A file or a pipe gets plain lines instead."""
     isatty = getattr(sys.stdout, "isatty", None)
-    return bool(isatty and isatty()) or "ipykernel" in sys.modules
+    return bool(isatty and isatty()) or _in_notebook()
+
+
+def _in_notebook() -> bool:
+    # A running kernel, not merely an imported ipykernel module (a test or a tool may import it).
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def duration(seconds: float) -> str:
