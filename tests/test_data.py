@@ -11,8 +11,10 @@ from PIL import Image
 from galaxytune.config import DataConfig
 from galaxytune.data.formats import find_labelled, find_samples
 from galaxytune.data.images import read_image
+from galaxytune.data.pixels import to_uint8
 from galaxytune.data.prepare import prepare
 from galaxytune.data.readers.catalog import catalog_paths
+from galaxytune.data.samples import split_name
 from galaxytune.data.splits import make_splits
 from galaxytune.errors import DataError
 from galaxytune.run_folder import RunFolder
@@ -134,3 +136,16 @@ def test_csv_with_byte_order_mark_and_non_utf8_csv(tmp_path):
     (tmp_path / "latin.csv").write_bytes("filename,label\nimg/x/x_0.png,galáxia\n".encode("latin-1"))
     with pytest.raises(DataError, match="latin.csv is not a readable UTF-8 CSV"):
         find_labelled(tmp_path / "latin.csv", "filename", "label")
+
+
+def test_split_names_take_aliases_in_any_case_and_name_the_line_otherwise():
+    assert [split_name(t, "t.csv line 2") for t in ("", " Train", "VALID", "validation", "test")] == [
+        "train", "train", "val", "val", "test"]
+    with pytest.raises(DataError, match="t.csv line 2: split 'holdout' is not train/val/test"):
+        split_name(" holdout ", "t.csv line 2")
+
+
+def test_pixels_of_any_type_scale_to_uint8_over_their_finite_range():
+    assert to_uint8(np.array([[0, 1000], [500, 1000]], np.uint16)).tolist() == [[0, 255], [127, 255]]
+    assert to_uint8(np.array([np.nan, -np.inf, 2.0, 4.0, np.inf])).tolist() == [0, 0, 0, 255, 255]
+    assert not to_uint8(np.full((2, 2), 7.0)).any()
