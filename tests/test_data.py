@@ -1,6 +1,7 @@
 """Finding, splitting and decoding labelled images, and the errors bad input gets."""
 
 import csv
+import gzip
 
 import numpy as np
 import pytest
@@ -8,9 +9,12 @@ from conftest import write_folder
 from PIL import Image
 
 from galaxytune.config import DataConfig
+from galaxytune.data.formats import find_labelled, find_samples
 from galaxytune.data.images import read_image
+from galaxytune.data.pixels import to_uint8
 from galaxytune.data.prepare import prepare
-from galaxytune.data.sources import find_labelled
+from galaxytune.data.readers.catalog import catalog_paths
+from galaxytune.data.samples import split_name
 from galaxytune.data.splits import make_splits
 from galaxytune.errors import DataError
 from galaxytune.run_folder import RunFolder
@@ -56,6 +60,20 @@ def test_csv_catalog_with_chosen_columns_and_split_column(tmp_path):
     assert set(found) == {"train", "val"} and len(found["val"]) == 4
     with pytest.raises(DataError, match="no column 'filename'.*--path-column"):
         find_labelled(tmp_path / "cat.csv", "filename", "morph")
+
+
+def test_gzipped_csv_catalog_is_read_like_a_plain_one(tmp_path):
+    write_folder(tmp_path / "img", {"x": 6, "y": 6})
+    rows = "".join(f"img/{p.parent.name}/{p.name},{p.parent.name},{'Valid' if i % 3 == 0 else ''}\n"
+                   for i, p in enumerate(sorted((tmp_path / "img").rglob("*.png"))))
+    with gzip.open(tmp_path / "cat.csv.gz", "wt", encoding="utf-8") as f:
+        f.write("filename,label,split\n" + rows)
+    found = find_labelled(tmp_path / "cat.csv.gz", "filename", "label")
+    assert set(found) == {"train", "val"} and len(found["val"]) == 4 and len(found["train"]) == 8
+    # Detected as a catalog and read by the same reader, as data.path with the format found by itself.
+    samples = find_samples(DataConfig(path=str(tmp_path / "cat.csv.gz")))
+    assert {k: len(v) for k, v in samples.items()} == {"train": 8, "val": 4}
+    assert catalog_paths(tmp_path / "cat.csv.gz", "filename")[0] == tmp_path / rows.split(",")[0]
 
 
 def test_csv_row_with_missing_file_is_named(tmp_path):
@@ -118,3 +136,16 @@ def test_csv_with_byte_order_mark_and_non_utf8_csv(tmp_path):
     (tmp_path / "latin.csv").write_bytes("filename,label\nimg/x/x_0.png,galáxia\n".encode("latin-1"))
     with pytest.raises(DataError, match="latin.csv is not a readable UTF-8 CSV"):
         find_labelled(tmp_path / "latin.csv", "filename", "label")
+
+
+def test_split_names_take_aliases_in_any_case_and_name_the_line_otherwise():
+    assert [split_name(t, "t.csv line 2") for t in ("", " Train", "VALID", "validation", "test")] == [
+        "train", "train", "val", "val", "test"]
+    with pytest.raises(DataError, match="t.csv line 2: split 'holdout' is not train/val/test"):
+        split_name(" holdout ", "t.csv line 2")
+
+
+def test_pixels_of_any_type_scale_to_uint8_over_their_finite_range():
+    assert to_uint8(np.array([[0, 1000], [500, 1000]], np.uint16)).tolist() == [[0, 255], [127, 255]]
+    assert to_uint8(np.array([np.nan, -np.inf, 2.0, 4.0, np.inf])).tolist() == [0, 0, 0, 255, 255]
+    assert not to_uint8(np.full((2, 2), 7.0)).any()

@@ -15,12 +15,11 @@ from PIL import Image
 
 from galaxytune.config import DataConfig, FitsConfig, load_config
 from galaxytune.data.formats import detect_format, find_samples
-from galaxytune.data.galaxy10 import DECALS_CLASSES, SDSS_CLASSES
-from galaxytune.data.galaxy_zoo import KAGGLE_QUESTIONS
-from galaxytune.data.hdf5 import row_path
 from galaxytune.data.images import read_image
 from galaxytune.data.prepare import prepare
-from galaxytune.data.sources import find_images
+from galaxytune.data.readers.folder import find_images
+from galaxytune.data.readers.galaxy_zoo import KAGGLE_QUESTIONS
+from galaxytune.data.readers.hdf5 import DECALS_CLASSES, SDSS_CLASSES, row_path
 from galaxytune.errors import ConfigError, DataError
 from galaxytune.evaluation.cross_validation import fold_config, write_fold_catalogs
 from galaxytune.run_folder import RunFolder

@@ -29,10 +29,10 @@ from PIL import Image
 from torch import nn
 
 from galaxytune.config import Config, DataConfig, LabelsConfig, load_config
+from galaxytune.data.csv_table import read_columns, read_header
 from galaxytune.data.formats import find_samples
 from galaxytune.data.images import iter_decoded
-from galaxytune.data.sources import catalog_paths
-from galaxytune.data.tables import read_columns, read_header
+from galaxytune.data.readers.catalog import catalog_paths
 from galaxytune.errors import ConfigError, GalaxytuneError
 
 SIZE = 16

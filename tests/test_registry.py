@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from galaxytune.cli import main
-from galaxytune.data import registry
-from galaxytune.data.download import unpack
-from galaxytune.data.registry import Dataset, RemoteFile
+from galaxytune.datasets import registry
+from galaxytune.datasets.download import unpack
+from galaxytune.datasets.registry import Dataset, RemoteFile
 from galaxytune.errors import DataError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB: many download chunks, so a cut leaves some on disk

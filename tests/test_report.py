@@ -26,7 +26,7 @@ from scipy.special import softmax
 import galaxytune
 from galaxytune.config import Config
 from galaxytune.data.leakage import Leakage, Overlap, write_overlaps
-from galaxytune.data.sources import Sample
+from galaxytune.data.samples import Sample
 from galaxytune.data.splits import write_splits
 from galaxytune.decision import DecisionRule
 from galaxytune.evaluation.stage_table import stage_gains, stage_row, write_table

@@ -9,8 +9,8 @@ import pytest
 from conftest import FAST
 from PIL import Image
 
-from galaxytune.data import synthetic
-from galaxytune.data.synthetic import CLASSES, SyntheticSpec, generate
+from galaxytune.datasets import synthetic
+from galaxytune.datasets.synthetic import CLASSES, SyntheticSpec, generate
 from galaxytune.errors import DataError
 
 

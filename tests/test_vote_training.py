@@ -18,7 +18,7 @@ from galaxytune.cli import main
 from galaxytune.config import LabelsConfig, load_config
 from galaxytune.data.prepare import prepare
 from galaxytune.data.transforms import dihedral_targets
-from galaxytune.data.votes import by_fractions
+from galaxytune.data.vote_labels import by_fractions
 from galaxytune.errors import ConfigError
 from galaxytune.evaluation.stage_table import vote_rmse
 

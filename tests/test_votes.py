@@ -11,7 +11,8 @@ from PIL import Image
 
 from galaxytune.config import LabelsConfig, load_config
 from galaxytune.data.formats import find_samples
-from galaxytune.data.votes import by_rules, by_threshold, parse_rules
+from galaxytune.data.label_rules import parse_rules
+from galaxytune.data.vote_labels import by_rules, by_threshold
 from galaxytune.errors import ConfigError, DataError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

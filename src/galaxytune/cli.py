@@ -169,7 +169,7 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
-    from galaxytune.data.sources import catalog_paths
+    from galaxytune.data.readers.catalog import catalog_paths
     from galaxytune.inference.predict import Predictor
 
     images: list[str | Path] = []
@@ -203,7 +203,7 @@ def _demo(args) -> None:
 
 
 def _data(args) -> None:
-    from galaxytune.data import registry
+    from galaxytune.datasets import registry
 
     if args.data_command == "list":
         print(registry.list_text())

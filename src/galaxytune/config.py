@@ -22,6 +22,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from galaxytune.data.label_rules import parse_rules
 from galaxytune.errors import ConfigError
 from galaxytune.files import write_text
 
@@ -546,8 +547,6 @@ def defaults_yaml(prefix: str = "") -> str:
 
 def _validate_data_sources(data: DataConfig) -> None:
     """The label settings that depend on each other (each one alone is checked by its declaration)."""
-    from galaxytune.data.votes import parse_rules
-
     labels = data.labels
     parse_rules(labels.rules)
     if sum(map(bool, (labels.rules, labels.binary.column, labels.soft))) > 1:

@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from galaxytune.config import load_config
-from galaxytune.data.synthetic import SyntheticSpec, generate
+from galaxytune.datasets.synthetic import SyntheticSpec, default_folder, generate
 from galaxytune.errors import ModelError
 from galaxytune.models.backbone import create_classifier
 from galaxytune.training.pipeline import TrainResult, train
@@ -26,11 +26,6 @@ FROM_SCRATCH = [
     "model.name=resnet18", "model.weights=none", "finetune.method=full", "finetune.batchnorm=train",
     "finetune.lr=2e-3", "finetune.epochs=5", "finetune.patience=2",
 ]
-
-
-def default_data_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "galaxytune" / "synthetic"
 
 
 def hub_reachable(name: str) -> bool:
@@ -55,7 +50,7 @@ def run_demo(
     overrides: list[str] | tuple[str, ...] = (),
     workers: int = 2,
 ) -> TrainResult:
-    data = generate(data_dir or default_data_dir(), SyntheticSpec(n_per_class=n_per_class), workers=workers)
+    data = generate(data_dir or default_folder(), SyntheticSpec(n_per_class=n_per_class), workers=workers)
     flags = {"data": {"path": str(data / "labels.csv")}, "model": {"weights": weights}}
     cfg = load_config(overrides=overrides, base=DEMO_SETTINGS, flags=flags)
     if cfg.model.weights == "hub" and not hub_reachable(cfg.model.name):

@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 
 from galaxytune.cache import file_digest
 from galaxytune.config import FitsConfig
-from galaxytune.data.fits import is_fits, read_fits
-from galaxytune.data.hdf5 import read_row, split_row_path
 from galaxytune.data.leakage import HASH_BYTES, THUMBNAIL_SIDE, grey_thumbnails, perceptual_hash
+from galaxytune.data.pixels import to_uint8
+from galaxytune.data.readers.fits import is_fits, read_fits
+from galaxytune.data.readers.hdf5 import read_row, split_row_path
 
 # A truncated file must raise, not come back silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -47,12 +48,7 @@ def read_image(path: Path, size: int, center_crop: float = 1.0, fits: FitsConfig
     """
     im = _open(path, fits)
     if im.mode in ("I", "I;16", "I;16B", "F"):
-        arr = np.asarray(im, dtype=np.float64)  # float32 overflows on the difference of extreme values
-        finite = arr[np.isfinite(arr)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
-        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
-        im = Image.fromarray(arr.astype(np.uint8))
+        im = Image.fromarray(to_uint8(np.asarray(im)))
     im = im.convert("RGB")
     side = min(im.size) * center_crop
     left, top = (im.width - side) / 2, (im.height - side) / 2

@@ -14,7 +14,7 @@ from galaxytune.data.formats import find_samples
 from galaxytune.data.images import Decoded, ImageSet, content_digest, decode_all, default_workers
 from galaxytune.data.leakage import describe, find_overlaps, write_overlaps
 from galaxytune.data.questions import Question
-from galaxytune.data.sources import SPLITS, Sample
+from galaxytune.data.samples import SPLITS, Sample
 from galaxytune.data.splits import make_splits, write_splits
 from galaxytune.errors import DataError
 from galaxytune.files import write_csv, write_json

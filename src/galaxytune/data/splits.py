@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
-from galaxytune.data.sources import SPLITS, Sample
+from galaxytune.data.samples import SPLITS, Sample
 from galaxytune.errors import DataError
 from galaxytune.files import write_csv
 

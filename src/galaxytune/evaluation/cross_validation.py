@@ -22,7 +22,7 @@ from sklearn.model_selection import StratifiedKFold
 from galaxytune.cache import key_of
 from galaxytune.config import Config, LabelsConfig
 from galaxytune.data.formats import find_samples
-from galaxytune.data.sources import SPLITS, Sample
+from galaxytune.data.samples import SPLITS, Sample
 from galaxytune.errors import ConfigError, DataError
 from galaxytune.evaluation.metrics import METRIC_NAMES as METRICS
 from galaxytune.files import write_csv, write_dict_csv, write_json, write_text

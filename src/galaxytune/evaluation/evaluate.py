@@ -10,10 +10,10 @@ import numpy as np
 import yaml
 
 from galaxytune.config import DataConfig, LabelsConfig, load_config
+from galaxytune.data.csv_table import read_header
 from galaxytune.data.formats import VOTELESS_FORMATS, detect_format, find_samples
-from galaxytune.data.sources import SPLITS, Sample
-from galaxytune.data.tables import read_header
-from galaxytune.data.votes import label_columns
+from galaxytune.data.samples import SPLITS, Sample
+from galaxytune.data.vote_labels import label_columns
 from galaxytune.errors import DataError
 from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.inference.predict import Predictions, Predictor

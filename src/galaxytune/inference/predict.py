@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from galaxytune.data.fits import is_other_band
 from galaxytune.data.images import default_workers, iter_decoded
-from galaxytune.data.sources import find_images
+from galaxytune.data.readers.fits import is_other_band
+from galaxytune.data.readers.folder import find_images
 from galaxytune.data.transforms import N_DIHEDRAL, dihedral, mirrored
 from galaxytune.files import atomic_path
 from galaxytune.inference.saved import ModelInfo, load_model

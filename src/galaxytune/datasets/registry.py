@@ -8,12 +8,12 @@ figure (kept in ``approx_size``).
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from galaxytune.cache import cache_home
 from galaxytune.errors import DataError
 
 
@@ -145,8 +145,7 @@ def info_text(name: str, registry: Mapping[str, Dataset] | None = None) -> str:
 
 
 def default_root() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "galaxytune" / "datasets"
+    return cache_home() / "datasets"
 
 
 def download(name: str, root: str | Path | None = None, verify: bool = True, progressbar: bool = True,
@@ -156,7 +155,7 @@ def download(name: str, root: str | Path | None = None, verify: bool = True, pro
     A file whose hash the registry does not know is refused unless ``verify`` is False; then it is
     downloaded with a warning that prints its sha256 for the user to check.
     """
-    from galaxytune.data.download import fetch, unpack
+    from galaxytune.datasets.download import fetch, unpack
 
     dataset = get(name, registry)
     unknown = [f.name for f in dataset.files if f.known_hash is None]

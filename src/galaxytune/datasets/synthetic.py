@@ -24,12 +24,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from galaxytune.cache import cache_home
 from galaxytune.errors import DataError
 
 CLASSES = ("elliptical", "spiral", "barred_spiral", "edge_on", "irregular")
 BANDS = ("g", "r", "i")
 # Relative flux in g, r, i: old stellar populations are red, star-forming ones blue.
 RED, BLUE, WHITE = np.array([0.45, 1.0, 1.35]), np.array([1.1, 1.0, 0.85]), np.array([0.8, 1.0, 1.1])
+
+
+def default_folder() -> Path:
+    """Where ``galaxytune demo`` keeps the generated images: ``synthetic/`` in the galaxytune cache."""
+    return cache_home() / "synthetic"
 
 
 def _galsim():

@@ -7,20 +7,19 @@
 - GZ DECaLS (``gz_decals_volunteers_*.csv``): ``<any folder>/Jxxx/<iauname>.png``;
 - any CSV with vote columns and an image-path column.
 
-Only the columns the labels need are read (see :func:`wanted_columns`).
+Only the columns the labels need are read (see :func:`galaxytune.data.vote_labels.wanted_columns`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from galaxytune.config import DataConfig
+from galaxytune.data.csv_table import numbers, read_columns, read_header, require
 from galaxytune.data.questions import Question, count_columns, find_questions
-from galaxytune.data.tables import numbers, read_columns, read_header, require
-from galaxytune.data.votes import label_columns, vote_columns
+from galaxytune.data.vote_labels import Catalog, wanted_columns
 from galaxytune.errors import ConfigError, DataError
 
 GZ2_TABLES = ("gz2_hart16.csv", "gz2_hart16.csv.gz")
@@ -47,42 +46,8 @@ KAGGLE_QUESTIONS = {
 }
 
 
-@dataclass
-class Catalog:
-    source: Path
-    paths: list[Path | None]
-    """Where each galaxy's image should be (None: nowhere known); not yet checked on disk."""
-    columns: dict[str, list[str] | np.ndarray]
-    """The columns read, as text (or as numbers where derived here)."""
-    votes: str
-    """The vote-count expression in effect ('' where the table has no counts)."""
-    questions: list[Question] = field(default_factory=list)
-    """Questions whose answer counts were read (``data.labels.questions``), each column in ``columns``."""
-
-
 def _questions(cfg: DataConfig, header: list[str]) -> list[Question]:
     return find_questions(header) if cfg.labels.questions == "auto" else []
-
-
-def wanted_columns(cfg: DataConfig, votes: str, header: list[str]) -> dict[str, str]:
-    """Column -> the setting that names it, for every column the labels need."""
-    labels = cfg.labels
-    # The config allows one kind of vote labels at most.
-    setting = ("data.labels.rules" if labels.rules else "data.labels.soft" if labels.soft
-               else "data.labels.binary.column")
-    wanted = dict.fromkeys(label_columns(labels), setting)
-    if not wanted:
-        wanted[cfg.label_column] = "data.label_column (--label-column), or declare data.labels.rules"
-    if labels.binary.column and labels.binary.min_votes > 0:
-        wanted.update(dict.fromkeys(vote_columns(labels.binary.votes), "data.labels.binary.votes"))
-    if labels.min_votes > 0:
-        if not votes:
-            raise ConfigError("data.labels.min_votes needs data.labels.votes: the column counting each "
-                              "galaxy's votes (or a sum 'a_count + b_count').")
-        wanted.update({c: "data.labels.votes" for c in vote_columns(votes) if c not in wanted})
-    if "split" in header:
-        wanted.setdefault("split", "the table")
-    return wanted
 
 
 def _table(path: Path, names: tuple[str, ...], what: str) -> Path:
