@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from galaxytune.cache import file_digest
 from galaxytune.config import FitsConfig
+from galaxytune.console import interactive
 from galaxytune.data.leakage import HASH_BYTES, THUMBNAIL_SIDE, grey_thumbnails, perceptual_hash
 from galaxytune.data.pixels import to_uint8
 from galaxytune.data.readers.fits import is_fits, read_fits
@@ -102,7 +103,7 @@ def iter_decoded(
         _Decode(paths, size, center_crop, fits, digests), batch_size=batch_size, num_workers=workers,
         collate_fn=_collate,
     )
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False):
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not interactive()):
         good = [(i, arr, digest) for i, arr, digest, _ in batch if arr is not None]
         bad = [(paths[i], err) for i, arr, _, err in batch if arr is None]
         empty = torch.empty((0, 3, size, size), dtype=torch.uint8)

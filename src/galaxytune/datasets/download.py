@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import pooch
 import requests
 
+from galaxytune.console import interactive
 from galaxytune.errors import DataError
 from galaxytune.files import atomic_path
 
@@ -58,7 +59,8 @@ class ResumingDownloader:
 
         total = start + int(response.headers.get("Content-Length", 0)) or None
         with open(self.partial, "ab" if start else "wb") as out, tqdm(
-            total=total, initial=start, unit="B", unit_scale=True, disable=not self.progressbar, file=sys.stderr,
+            total=total, initial=start, unit="B", unit_scale=True, disable=not (self.progressbar and interactive()),
+            file=sys.stderr,
         ) as bar:
             for chunk in response.iter_content(CHUNK):
                 out.write(chunk)

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from galaxytune.cache import cache_home
+from galaxytune.console import interactive
 from galaxytune.errors import DataError
 
 CLASSES = ("elliptical", "spiral", "barred_spiral", "edge_on", "irregular")
@@ -197,7 +198,8 @@ def generate(out_dir: str | Path, spec: SyntheticSpec | None = None, workers: in
     from tqdm.auto import tqdm
 
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for results in tqdm(pool.map(_draw_range, jobs), total=len(jobs), desc="drawing galaxies", unit="chunk"):
+        for results in tqdm(pool.map(_draw_range, jobs), total=len(jobs), desc="drawing galaxies", unit="chunk",
+                            disable=not interactive()):
             for i, label, pixels in results:
                 split = _split_of(i, spec.n_per_class, spec)
                 rel = Path(split) / label / f"{i:06d}.png"
