@@ -212,14 +212,13 @@ def _predict(args) -> None:
         skipped, paths = len(paths) - len(todo), todo
         print(f"Resuming {out}: {skipped} image(s) already predicted, {len(paths)} to go.")
     unreadable: list = []
+    batches = predictor.stream(paths, args.batch_size, args.workers, args.tta)
     try:
         with interruptible():
-            written = stream.write_predictions(predictor.stream(paths, args.batch_size, args.workers, args.tta), out,
-                                        predictor.classes, args.resume, unreadable)
-    except (RunInterrupted, KeyboardInterrupt) as exc:
-        if isinstance(exc, RunInterrupted):
-            exc.where = (f"; the rows written so far are in {out}.partial: run the same command with --resume "
-                         "to predict the rest")
+            written = stream.write_predictions(batches, out, predictor.classes, args.resume, unreadable)
+    except RunInterrupted as exc:
+        exc.where = (f"; the rows written so far are in {out}.partial: run the same command with --resume "
+                     "to predict the rest")
         raise
     print(f"Wrote {written} predictions to {args.out}" + (f" ({skipped} already there)" if skipped else ""))
     if unreadable:
