@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 
 import numpy as np
@@ -15,6 +17,7 @@ from galaxytune.cli import main
 from galaxytune.errors import ModelError
 from galaxytune.inference.onnx import INFO_KEY, export_onnx
 from galaxytune.inference.predict import Predictor
+from galaxytune.inference.quantize import REPORT_KEY
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +30,18 @@ def run(tmp_path_factory, weights_file):
     return root
 
 
-def test_exported_model_matches_pytorch_in_onnx_runtime(run, capsys):
-    assert main(["export", "--model", str(run / "run")]) == 0
+@pytest.fixture(scope="module")
+def exported(run):
+    """``galaxytune export --int8`` of the run, once for the module: what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export", "--model", str(run / "run"), "--int8", "--calibration", "100"]) == 0
+    return printed.getvalue()
+
+
+def test_exported_model_matches_pytorch_in_onnx_runtime(run, exported):
     path = run / "run" / "models" / "model.onnx"
-    assert path.is_file() and str(path) in capsys.readouterr().out
+    assert path.is_file() and str(path) in exported
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     info = json.loads(session.get_modelmeta().custom_metadata_map[INFO_KEY])
     assert info["classes"] == ["blue", "green", "red"] and info["image_size"] == 32
@@ -88,3 +99,41 @@ def test_a_model_with_a_tta_rule_gets_its_tta_inside_the_graph(tmp_path):
     single_view = predictor.info.rule.probabilities(predictor.logits(images, tta=False))
     assert np.abs(single_view - expected).max() > 1e-3  # TTA changes the answer: the check has teeth
     np.testing.assert_allclose(logits, predictor.logits(images, tta=False), atol=1e-4)
+
+
+def test_int8_export_is_calibrated_on_validation_images_and_checked_on_held_back_ones(run, exported, tmp_path):
+    import onnx
+
+    fp32, int8 = run / "run" / "models" / "model.onnx", run / "run" / "models" / "model.int8.onnx"
+    assert int8.is_file() and str(int8) in exported
+    assert "9 held-back validation image(s)" in exported and "agrees with fp32" in exported
+    model = onnx.load(str(int8))
+    meta = {p.key: p.value for p in model.metadata_props}
+    report = json.loads(meta[REPORT_KEY])
+    assert (report["calibration_images"], report["held_back_images"]) == (9, 9)  # 18 val images, halved
+    assert 0 <= report["int8_accuracy"] <= 1 and 0 <= report["agreement"] <= 1
+    assert json.loads(meta[INFO_KEY])["classes"] == ["blue", "green", "red"]
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in model.graph.initializer)  # int8 weights
+    stored = {}
+    for t in model.graph.initializer:
+        stored[t.data_type] = stored.get(t.data_type, 0) + len(t.raw_data)
+    assert stored[onnx.TensorProto.INT8] > 10 * stored.get(onnx.TensorProto.FLOAT, 0)  # weights int8, not float
+    assert fp32.is_file()
+    out = tmp_path / "int8.csv"
+    assert main(["predict", "--model", str(int8), str(run / "data" / "test"), "--out", str(out), "--workers", "0"]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 18
+    for row in rows:
+        assert sum(float(row[f"p_{c}"]) for c in ("blue", "green", "red")) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_int8_needs_the_runs_validation_images(tmp_path, capsys):
+    from galaxytune.inference.saved import ModelInfo, save_model
+    from galaxytune.models.backbone import create_classifier
+
+    net = create_classifier("resnet18", 3, weights="none").eval()
+    save_model(net, ModelInfo("resnet18", ["a", "b", "c"], 32, 1.0, [0.5] * 3, [0.5] * 3), tmp_path / "models")
+    assert main(["export", "--model", str(tmp_path), "--int8"]) == 2
+    assert "splits.csv" in capsys.readouterr().err and not list((tmp_path / "models").glob("*.onnx"))

@@ -62,14 +62,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict classes of new images")
     p.add_argument("--model", required=True, help="run folder of a trained model, or an exported .onnx file")
     p.add_argument("images", nargs="+", help="image files, folders, or a CSV catalog")
-    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--out", required=True, help="CSV file to write (rows are appended batch by batch)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, help=TTA_HELP)
+    p.add_argument("--resume", action="store_true",
+                   help="continue a cut-off run: skip the images already in --out (or --out.partial), append the rest")
+    p.add_argument("--shard", metavar="I/N",
+                   help="predict only part I of N (0 <= I < N) of the images, listed in a fixed order; "
+                        "the N CSVs concatenated in order (header once) are the rows of one run")
+    p.add_argument("--batch-size", type=int, default=64, help="images decoded and predicted at a time (default: 64)")
+    p.add_argument("--workers", type=int, default=-1, help="image decoding processes (default: CPUs - 1, at most 8)")
+    p.add_argument("--device", help="where a PyTorch model runs, e.g. cpu, cuda, cuda:1 (default: cuda if there is "
+                                    "one, else cpu); an .onnx model runs on the CPU")
     _add_columns(p)
 
     p = sub.add_parser("export", help="export a trained model to ONNX (decision rule included)")
     p.add_argument("--model", required=True, help="run folder of a trained model")
     p.add_argument("--out", help="ONNX file to write (default: MODEL/models/model.onnx)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write an int8 model (OUT with .int8.onnx), statically quantized with ONNX Runtime, "
+                        "calibrated on half the run's validation images and checked on the other half")
+    p.add_argument("--calibration", type=int, default=512,
+                   help="with --int8: at most this many validation images calibrate (default: 512)")
 
     p = sub.add_parser("demo", help="train on built-in synthetic galaxies (no data needed)")
     p.add_argument("--out", default="runs/demo", help="run folder to write (default: runs/demo)")
@@ -170,29 +184,66 @@ def _evaluate(args) -> None:
 
 def _predict(args) -> None:
     from galaxytune.data.readers.catalog import catalog_paths
-    from galaxytune.inference.predict import Predictor
+    from galaxytune.errors import ConfigError
+    from galaxytune.inference import predict as stream
+    from galaxytune.training.interrupt import interruptible
 
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} must be 1 or more.")
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    predictor = stream.Predictor.load(args.model, args.device)
     images: list[str | Path] = []
     for item in args.images:
         if item.lower().endswith(".csv") and Path(item).is_file():
             images += catalog_paths(Path(item), args.path_column or "filename")
         else:
             images.append(item)
-    predictions = Predictor.load(args.model).predict(images, tta=args.tta)
-    predictions.write_csv(Path(args.out))
-    print(f"Wrote {len(predictions.paths)} predictions to {args.out}")
-    if predictions.unreadable:
-        print(f"Skipped {len(predictions.unreadable)} unreadable image(s):")
-        for path, err in predictions.unreadable:
+    paths = predictor.image_paths(images)
+    if args.shard:
+        paths = stream.shard(paths, *stream.parse_shard(args.shard))
+    out = Path(args.out)
+    skipped = 0
+    if args.resume:
+        done = stream.done_paths(out, predictor.classes)
+        todo = [p for p in paths if stream.spreadsheet_safe(str(p)) not in done]
+        skipped, paths = len(paths) - len(todo), todo
+        print(f"Resuming {out}: {skipped} image(s) already predicted, {len(paths)} to go.")
+    unreadable: list = []
+    batches = predictor.stream(paths, args.batch_size, args.workers, args.tta)
+    try:
+        with interruptible():
+            written = stream.write_predictions(batches, out, predictor.classes, args.resume, unreadable)
+    except RunInterrupted as exc:
+        exc.where = (f"; the rows written so far are in {out}.partial: run the same command with --resume "
+                     "to predict the rest")
+        raise
+    print(f"Wrote {written} predictions to {args.out}" + (f" ({skipped} already there)" if skipped else ""))
+    if unreadable:
+        print(f"Skipped {len(unreadable)} unreadable image(s):")
+        for path, err in unreadable[:20]:
             print(f"  {path}: {err}")
+        if len(unreadable) > 20:
+            print(f"  ... and {len(unreadable) - 20} more")
 
 
 def _export(args) -> None:
     from galaxytune.inference.onnx import export_onnx
 
+    run = Path(args.model)
+    run = run.parent if run.name == "models" and not (run / "splits.csv").is_file() else run
+    if args.int8:
+        from galaxytune.inference.quantize import export_int8, validation_rows
+
+        validation_rows(run)  # no calibration images: say so before the (slow) export
     path = export_onnx(args.model, args.out, args.opset)
     print(f"Wrote {path} (checked against PyTorch with ONNX Runtime). Use it with "
           f"`galaxytune predict --model {path} IMAGES --out predictions.csv` or any ONNX runtime.")
+    if args.int8:
+        for line in export_int8(run, path, calibration=args.calibration).lines():
+            print(line)
 
 
 def _demo(args) -> None:

@@ -22,8 +22,8 @@ from torch import nn
 from galaxytune.decision import DecisionRule
 from galaxytune.errors import ModelError
 from galaxytune.files import atomic_path
-from galaxytune.inference.predict import DihedralTTA
 from galaxytune.inference.saved import ModelInfo, load_model, model_folder
+from galaxytune.inference.tta import DihedralTTA
 
 INFO_KEY = "galaxytune_model_info"
 TOLERANCE = 1e-4
@@ -84,13 +84,16 @@ class OnnxNet:
     (uint8 tensor in, logits out), so :class:`~galaxytune.inference.predict.Predictor` can
     use either."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, threads: int = 0):
+        """``threads``: ONNX Runtime's threads within an operator (0: its default, one per core)."""
         import onnxruntime
 
         if not Path(path).is_file():
             raise ModelError(f"{path} does not exist; write it with `galaxytune export --model RUN --out {path}`.")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # not an ONNX file, truncated, unsupported opset
             raise ModelError(f"{path} is not a loadable ONNX model ({exc}).") from None
         meta = self.session.get_modelmeta().custom_metadata_map
