@@ -12,6 +12,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from galaxytune.models.backbone import GalaxyClassifier
+from galaxytune.models.methods import Param
+from galaxytune.models.methods import method as finetune_method
 
 NORMS = (_BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
@@ -26,22 +28,20 @@ def layer_ids(model: GalaxyClassifier) -> dict[str, int]:
 
 
 def set_trainable(model: GalaxyClassifier, method: str, top_blocks: int) -> int:
-    """Freeze all but what ``method`` trains; return the number of trainable parameters.
-
-    'full' trains everything; 'top-blocks' the head layer plus the ``top_blocks`` layers under
-    it; 'bias-norm' the head, every bias and every normalisation layer's parameters.
+    """Freeze all but what ``method`` (a name in :data:`galaxytune.models.methods.METHODS` with a
+    rule) trains; return the number of trainable parameters. 'full' trains everything;
+    'top-blocks' the head layer plus the ``top_blocks`` layers under it; 'bias-norm' the head,
+    every bias and every normalisation layer's parameters.
     """
+    rule = finetune_method(method).rule
+    if rule is None:
+        raise ValueError(f"finetune method '{method}' does not choose parameters by a rule")
     ids = layer_ids(model)
     top = max(ids.values())
     norms = {f"{n}.{p}" for n, m in model.backbone.named_modules() if isinstance(m, NORMS) for p, _ in
              m.named_parameters(recurse=False)}
     for name, param in model.backbone.named_parameters():
-        if method == "full":
-            param.requires_grad = True
-        elif method == "bias-norm":
-            param.requires_grad = ids.get(name, top) == top or name.endswith("bias") or name in norms
-        else:
-            param.requires_grad = ids.get(name, top) >= top - top_blocks
+        param.requires_grad = rule(Param(name, ids.get(name, top), top, name in norms), top_blocks)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
