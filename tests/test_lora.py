@@ -87,7 +87,7 @@ def test_lora_run_saves_the_adapter_and_a_merged_model(tmp_path, tiny_split, wei
 
 def test_merge_returns_the_wrapped_network_itself():
     net = create_classifier("mobilenetv1_100", 3, weights="none")
-    assert merge(add_lora(net, rank=2, alpha=4, dropout=0.0)) is net  # the pipeline relies on this
+    assert merge(add_lora(net, rank=2, alpha=4, dropout=0.0)) is net  # so the finetune stage merges a copy
 
 
 def test_a_lora_stage_the_guard_rejects_leaves_no_adapter_behind(tmp_path, tiny_split, weights_file):

@@ -23,13 +23,14 @@ from typing import Any, get_type_hints
 import yaml
 
 from galaxytune.data.label_rules import parse_rules
+from galaxytune.decision import OFFSET_RULES
 from galaxytune.errors import ConfigError
+from galaxytune.evaluation.metrics import METRICS
 from galaxytune.files import write_text
+from galaxytune.models.methods import DEFAULT_METHOD, FINETUNE_METHODS, methods_help
+from galaxytune.models.methods import method as finetune_method
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
-OFFSET_RULES = ("bagged", "greedy")
 DATA_FORMATS = ("auto", "folder", "csv", "gz2", "kaggle_gz", "gz_decals", "galaxy10", "fits")
-FINETUNE_METHODS = ("full", "top-blocks", "lora", "bias-norm", "head")
 QUESTION_LOSSES = ("dirichlet", "cross_entropy")
 """The names of galaxytune.training.losses.QUESTION_LOSSES (not imported here: it needs torch)."""
 LOGGERS = ("csv", "tensorboard", "wandb")
@@ -249,9 +250,8 @@ class TransferConfig:
 class FinetuneConfig:
     """Stage 2: the network trained on images."""
 
-    enabled: bool = setting(True, "Run stage 2.")
-    method: str = setting("full", "What trains: 'full', 'top-blocks', 'lora', 'bias-norm', or 'head' (transfer "
-                                  "stage only).", choices=FINETUNE_METHODS)
+    enabled: bool = setting(True, "Run stage 2 (false: the same as method 'head').")
+    method: str = setting(DEFAULT_METHOD, methods_help(), choices=FINETUNE_METHODS)
     """'full' (every layer, LR decayed by layer_decay per layer group downwards) had the best
     validation accuracy on gz2 and gz1 over 3 seeds, at under twice the time per epoch of
     'top-blocks' and less than LoRA's (docs/benchmarks.md, "Finetune methods")."""
@@ -310,6 +310,12 @@ class FinetuneConfig:
     guard: bool = setting(True, "Keep the incoming (transfer) weights when no finetuned epoch beats them on "
                                 "validation.")
     """Benchmarks turn it off to measure a method on its own."""
+
+    @property
+    def runs(self) -> bool:
+        """Whether stage 2 runs: the one switch the recipe reads. ``enabled: false`` and
+        ``method: head`` are two spellings of "no stage 2", both accepted."""
+        return self.enabled and finetune_method(self.method).runs_stage
 
 
 @dataclass

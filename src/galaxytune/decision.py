@@ -25,11 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import expit, log_softmax, softmax
 
-from galaxytune.config import OFFSET_RULES
 from galaxytune.evaluation.metrics import confusion_matrices, confusion_scores
+
+OFFSET_RULES = ("bagged", "greedy")
+"""How offsets are fitted (``decision.offset_rule``, see :func:`fit_offsets`): the config reads them from here."""
+
+# scipy is imported where it is used: the config imports OFFSET_RULES, and must stay quick to load.
 
 
 @dataclass
@@ -59,6 +61,8 @@ class DecisionRule:
     """How the offsets were judged when fitted (None: not judged); not saved with the model."""
 
     def __post_init__(self) -> None:
+        from scipy.special import expit
+
         b = self.offsets
         self.threshold = float(expit(b[0] - b[1])) if len(b) == 2 else None
 
@@ -67,6 +71,8 @@ class DecisionRule:
         return logits / self.temperature + offsets
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        from scipy.special import softmax
+
         return softmax(self.adjusted_logits(np.asarray(logits, dtype=np.float64)), axis=1)
 
     def to_dict(self) -> dict:
@@ -85,6 +91,8 @@ class DecisionRule:
 def cross_entropy(logits: np.ndarray, target: np.ndarray) -> float:
     """Mean cross-entropy of softmax(logits) to ``target``: class indices, or rows of class
     fractions (soft targets)."""
+    from scipy.special import log_softmax
+
     target = np.eye(logits.shape[1])[target] if target.ndim == 1 else target
     return float(-(target * log_softmax(logits, axis=1)).sum(axis=1).mean())
 
@@ -96,6 +104,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, fractions: np.ndarray | N
     to those fractions, so that probabilities are calibrated as vote fractions rather than
     sharpened towards the most-voted answer.
     """
+    from scipy.optimize import minimize_scalar
+
     target = np.asarray(y if fractions is None else fractions)
 
     def nll(log_t: float) -> float:
@@ -227,6 +237,8 @@ def fit_multilabel_thresholds(
     class's F1 on validation ``labels`` (n, classes) of 0/1. Bagged like the offsets: the best
     logit threshold of each bootstrap resample, averaged, so a class whose best threshold
     scatters from resample to resample stays nearer the default 0.5."""
+    from scipy.special import expit
+
     z = np.asarray(logits, dtype=np.float64)
     positive = np.asarray(labels).astype(bool)
     grid = np.linspace(-max_logit, max_logit, steps)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from galaxytune.config import METRICS
-
-# The choosable metrics (config), plus calibration error.
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+"""The metrics a run can tune and monitor (``decision.metric``, ``trainer.monitor``): the config
+reads them from here."""
+# The choosable metrics, plus calibration error.
 METRIC_NAMES = (*METRICS, "ece")
 
 
@@ -26,6 +26,8 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
 
 
 def score(y_true: np.ndarray, y_pred: np.ndarray, metric: str) -> float:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score  # slow to import: not for config
+
     if metric == "accuracy":
         return float(accuracy_score(y_true, y_pred))
     if metric == "balanced_accuracy":

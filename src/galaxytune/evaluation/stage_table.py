@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from galaxytune.config import METRICS
 from galaxytune.evaluation.bootstrap import bootstrap_intervals, paired_bootstrap
-from galaxytune.evaluation.metrics import METRIC_NAMES, classification_metrics
+from galaxytune.evaluation.metrics import METRIC_NAMES, METRICS, classification_metrics
 from galaxytune.files import write_dict_csv, write_text
 from galaxytune.run_folder import RunFolder
 

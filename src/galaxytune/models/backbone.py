@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,19 @@ class GalaxyClassifier(nn.Module):
         return self.backbone.forward_head(fmap), self.question_head(pooled)
 
 
+UNREADABLE_WEIGHTS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, KeyError, EOFError,
+                                                     pickle.UnpicklingError)
+"""What loading weights that do not fit the model raises: a shape mismatch or missing keys
+(RuntimeError, KeyError), a corrupt or truncated file (UnpicklingError, EOFError, ValueError)."""
+
+
+def _safetensors_error() -> type[BaseException]:
+    """What safetensors raises on a file that is not one (its own class, not an OSError)."""
+    from safetensors import SafetensorError
+
+    return SafetensorError
+
+
 def _unknown_model(name: str) -> ModelError:
     close = difflib.get_close_matches(name, timm.list_models(), n=3)
     hint = f" Close names: {', '.join(close)}." if close else " See timm.list_models()."
@@ -112,13 +126,13 @@ def create_classifier(
             f"Could not download {name} weights from timm's hub ({exc}). "
             "Offline? Pass a local file with --weights PATH."
         ) from None
-    except Exception as exc:  # shape mismatch, corrupt file, unreadable checkpoint...
+    except (*UNREADABLE_WEIGHTS, _safetensors_error()) as exc:
         source = "timm's hub" if weights == "hub" else weights
         raise ModelError(
             f"Could not load pretrained weights for {name} from {source}: {type(exc).__name__}: {exc}\n"
             "Offline? Pass a local file with --weights PATH (safetensors or a state dict), "
             "or model.weights=none to start from random weights."
-        ) from None
+        ) from exc
     head = backbone.get_classifier()
     if isinstance(head, nn.Linear):
         # A new head starts at zero: every class equally likely, so the first steps neither

@@ -12,6 +12,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from galaxytune.models.backbone import GalaxyClassifier
+from galaxytune.models.methods import Param
+from galaxytune.models.methods import method as finetune_method
 
 NORMS = (_BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
@@ -26,22 +28,20 @@ def layer_ids(model: GalaxyClassifier) -> dict[str, int]:
 
 
 def set_trainable(model: GalaxyClassifier, method: str, top_blocks: int) -> int:
-    """Freeze all but what ``method`` trains; return the number of trainable parameters.
-
-    'full' trains everything; 'top-blocks' the head layer plus the ``top_blocks`` layers under
-    it; 'bias-norm' the head, every bias and every normalisation layer's parameters.
+    """Freeze all but what ``method`` (a name in :data:`galaxytune.models.methods.METHODS` with a
+    rule) trains; return the number of trainable parameters. 'full' trains everything;
+    'top-blocks' the head layer plus the ``top_blocks`` layers under it; 'bias-norm' the head,
+    every bias and every normalisation layer's parameters.
     """
+    rule = finetune_method(method).rule
+    if rule is None:
+        raise ValueError(f"finetune method '{method}' does not choose parameters by a rule")
     ids = layer_ids(model)
     top = max(ids.values())
     norms = {f"{n}.{p}" for n, m in model.backbone.named_modules() if isinstance(m, NORMS) for p, _ in
              m.named_parameters(recurse=False)}
     for name, param in model.backbone.named_parameters():
-        if method == "full":
-            param.requires_grad = True
-        elif method == "bias-norm":
-            param.requires_grad = ids.get(name, top) == top or name.endswith("bias") or name in norms
-        else:
-            param.requires_grad = ids.get(name, top) >= top - top_blocks
+        param.requires_grad = rule(Param(name, ids.get(name, top), top, name in norms), top_blocks)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -67,3 +67,20 @@ def freeze_batchnorm(model: nn.Module, policy: str) -> None:
             frozen = not any(p.requires_grad for p in module.parameters(recurse=False))
             if policy == "frozen" or frozen:
                 module.eval()
+
+
+def prepare_finetune(net: GalaxyClassifier, fc) -> tuple[nn.Module, list[dict]]:
+    """The module that ``fc.method`` trains (``net``, or ``net`` wrapped with LoRA adapters: in
+    place, so pass a copy to keep the original) and its AdamW parameter groups, from ``fc``
+    (FinetuneConfig)."""
+    chosen = finetune_method(fc.method)
+    if chosen.adapters:
+        from galaxytune.models.lora import add_lora
+
+        trained = add_lora(net, fc.lora_rank, fc.lora_alpha, fc.lora_dropout)
+        return trained, [{"params": [p for p in trained.parameters() if p.requires_grad], "lr": fc.lr,
+                          "weight_decay": fc.weight_decay}]
+    if chosen.rule is None:
+        raise ValueError(f"finetune method '{chosen.name}' trains nothing in stage 2")
+    set_trainable(net, chosen.name, fc.top_blocks)
+    return net, optimizer_groups(net, fc.lr, fc.weight_decay, fc.layer_decay)

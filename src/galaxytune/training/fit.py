@@ -108,11 +108,11 @@ def fit(
         folder.set_aside_epoch_log(stage)
     try:
         trainer = _trainer(trainer_cfg, callbacks, bar, epochs, folder, stage)
-    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+    except (MisconfigurationException, ValueError) as exc:  # a RuntimeError is no settings problem: it goes on up
         raise ConfigError(
             f"Lightning rejects the trainer settings (accelerator={trainer_cfg.accelerator}, "
             f"devices={trainer_cfg.devices}, strategy={trainer_cfg.strategy}, precision={trainer_cfg.precision}): {exc}"
-        ) from None
+        ) from exc
     start = time.perf_counter()
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)

@@ -1,0 +1,46 @@
+"""The frozen backbone's pooled features of a split (the transfer stage's inputs), kept in the
+disk cache where an earlier run on the same images and weights left them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from galaxytune.cache import file_digest, key_of, load_arrays, save_arrays
+from galaxytune.config import Config
+from galaxytune.data.prepare import Prepared, disk_cache_folder
+from galaxytune.inference.predict import run_batches
+from galaxytune.models.backbone import GalaxyClassifier
+
+
+class Features(nn.Module):
+    """The pooled backbone features of a classifier, as a module for :func:`run_batches`."""
+
+    def __init__(self, net: GalaxyClassifier):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.features(x)
+
+
+def split_features(cfg: Config, net: GalaxyClassifier, data: Prepared, split: str, workers: int) -> torch.Tensor:
+    """The frozen backbone's pooled features of one split, from the disk cache where an earlier
+    run on the same images and weights left them."""
+    dataset = data.sets[split]
+    folder = disk_cache_folder(cfg.data)
+    m = cfg.model
+    cacheable = folder is not None and data.cache_key is not None and m.weights != "none"  # random init: seeded
+    if cacheable:
+        weights = file_digest(Path(m.weights).expanduser()) if m.weights != "hub" else "hub"
+        key = key_of("features", data.cache_key, split, [str(p) for p in dataset.paths], m.name, weights, m.kwargs,
+                     net.mean.flatten().tolist(), net.std.flatten().tolist(), net.stretch, net.softening)
+        entry = load_arrays(folder, "features", key)
+        if entry is not None:
+            return torch.from_numpy(entry["features"])
+    out = run_batches(Features(net), dataset, 128, f"features {split}", workers)
+    if cacheable:
+        save_arrays(folder, "features", key, {"features": out.numpy()})
+    return out
