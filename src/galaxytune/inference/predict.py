@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from galaxytune.console import interactive
 from galaxytune.data.images import default_workers, iter_decoded
 from galaxytune.data.readers.fits import is_other_band
 from galaxytune.data.readers.folder import find_images
@@ -41,7 +42,8 @@ def run_batches(fn: nn.Module, data: Dataset, batch_size: int, desc: str, worker
     fn.eval()
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
     device = next(fn.parameters()).device
-    out = [fn(x.to(device)).float().cpu() for x, _ in tqdm(loader, desc=desc, unit="batch", leave=False)]
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not interactive())
+    out = [fn(x.to(device)).float().cpu() for x, _ in bar]
     fn.train(was_training)
     return torch.cat(out)
 
