@@ -58,3 +58,13 @@ def write_csv(path: Path, header: list[str], rows) -> None:
 def write_dict_csv(path: Path, rows: list[dict]) -> None:
     """Rows of dicts with the same keys, the first row's keys as header."""
     write_csv(path, list(rows[0]), ([row[k] for k in rows[0]] for row in rows))
+
+
+def write_tensors(path: Path, tensors: dict) -> None:
+    """Tensors (a state dict) as a safetensors file, written atomically. Serialised here and
+    written by Python: safetensors' own file writer reports a full disk as a SafetensorError, not
+    as the OSError (with errno and path) every other write gives."""
+    from safetensors.torch import save
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))

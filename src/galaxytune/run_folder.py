@@ -19,7 +19,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from galaxytune.errors import ConfigError
-from galaxytune.files import atomic_path, write_json
+from galaxytune.files import atomic_path, write_json, write_tensors
 
 SPLITS = ("val", "test")
 
@@ -109,8 +109,9 @@ class RunFolder:
         """Where an interrupted run stopped, what it kept and how to go on."""
         state = self.read_state()
         stage, epoch = state.get("stage"), state.get("epoch")
-        at = f" during {stage}" + (f" (epoch {epoch} of {state.get('epochs')} finished)" if epoch else "") \
-            if stage else ""
+        at = ""
+        if stage:
+            at = f" during {stage}" + (f" (epoch {epoch} of {state.get('epochs')} finished)" if epoch else "")
         return (f"{at}. The run so far is kept in {self.path}; continue it with: "
                 f"galaxytune train --resume --out {self.path}")
 
@@ -166,10 +167,7 @@ class RunFolder:
 
     def save_stage(self, summary: dict, logits: dict[str, np.ndarray], weights: dict) -> None:
         """A finished stage: its summary, val/test logits and the network's weights after it."""
-        from safetensors.torch import save_file
-
-        with atomic_path(self._stage_weights(summary["stage"])) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp))
+        write_tensors(self._stage_weights(summary["stage"]), weights)
         with atomic_path(self._stage_record(summary["stage"])) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, summary=json.dumps(summary), **logits)
 

@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
 from galaxytune.config import FitsConfig
 from galaxytune.data.transforms import mirror_permutation
 from galaxytune.decision import DecisionRule
 from galaxytune.errors import ModelError
-from galaxytune.files import atomic_path, write_json
+from galaxytune.files import write_json, write_tensors
 from galaxytune.models.backbone import GalaxyClassifier, create_classifier
 from galaxytune.run_folder import RunFolder
 
@@ -62,11 +62,7 @@ class ModelInfo:
 
 def save_model(net: GalaxyClassifier, info: ModelInfo, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        # Serialised here and written by Python: safetensors' own file writer reports a full
-        # disk as a SafetensorError, not as the OSError (with errno and path) every write gives.
-        tmp.write_bytes(save(state))
+    write_tensors(folder / WEIGHTS, net.state_dict())
     write_json(folder / META, asdict(info))
 
 

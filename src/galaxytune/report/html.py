@@ -181,18 +181,18 @@ def write_run_report(run_dir: Path) -> Path:
     classes = list(info.classes)
     rule = info.rule
     targets, paths, logits = folder.read_stage_outputs()
-    outputs = {f"{stage}_test": per_split["test"] for stage, per_split in logits.items()}
+    test = {stage: per_split["test"] for stage, per_split in logits.items()}
     stages = [s for s in STAGES if s in logits]
     if not stages:
         raise ValueError(f"{folder.stage_outputs} holds no stage outputs.")
     y = targets["test"]
     trained = [s for s in stages if s != "decision"]
     # The decision stage holds the raw logits of the stage before it; its probabilities come from the rule.
-    raw = outputs[f"{trained[-1]}_test"] if trained else outputs["decision_test"]
+    raw = test[trained[-1]] if trained else test["decision"]
     raw_name, raw_probs = trained[-1] if trained else "raw logits", softmax(raw.astype(np.float64), axis=1)
     before: tuple[str, np.ndarray] | None = None
     if "decision" in stages:
-        final = ("decision rule", rule.probabilities(outputs["decision_test"]))
+        final = ("decision rule", rule.probabilities(test["decision"]))
         before = (f"{raw_name} (before decision rule)", raw_probs)
         temperature_only = DecisionRule(rule.temperature).probabilities(raw)  # calibrates, keeps the argmax
         calibration = {before[0]: raw_probs, f"temperature only (T={rule.temperature:.2f})": temperature_only,
