@@ -223,3 +223,21 @@ def test_class_weights_favour_rare_classes_and_average_one_over_the_training_ima
     assert class_weights(targets, 2, "sqrt")[1] / class_weights(targets, 2, "sqrt")[0] == pytest.approx(3.0)
     for rule in ("balanced", "sqrt"):
         assert class_weights(targets, 2, rule)[targets].mean().item() == pytest.approx(1.0)
+
+
+def test_weight_averaging_keeps_the_average_of_the_weights(tmp_path, weights_file):
+    """With finetune.ema_epochs the best checkpoint, and so the finetuned model, holds the moving
+    average of the weights (validated in their place), not the raw weights of that epoch."""
+    write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(run), "--weights", str(weights_file), *FAST,
+                 "finetune.ema_epochs=1", "finetune.epochs=2", "finetune.batch_size=4", "finetune.guard=false",
+                 "decision.enabled=false", "decision.tta=false"]) == 0
+    best = torch.load(run / "checkpoints" / "finetune.ckpt", map_location="cpu", weights_only=False)
+    average, raw = best["state_dict"], best["current_model_state"]
+    assert any(not torch.equal(average[k], raw[k]) for k in average if k.startswith("net.backbone"))
+    saved, _ = load_model(run)
+    name = next(k for k in average if k.startswith("net.backbone") and k.endswith("weight"))
+    assert torch.equal(saved.state_dict()[name[len("net."):]], average[name])
+    with pytest.raises(ConfigError, match="finetune.ema_epochs"):
+        load_config(overrides=["finetune.ema_epochs=-1"])

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from galaxytune.config import TrainerConfig
@@ -83,26 +83,31 @@ def fit(
     patience: int,
     trainer_cfg: TrainerConfig,
     resume: bool = False,
+    ema_epochs: float = 0.0,
 ) -> FitStats:
     """Train ``module`` and load its best weights (by the validation metric) back into it.
 
     After every epoch the full training state is saved, so that ``resume`` continues an
     interrupted fit from its last finished epoch (optimizer, schedule and early stopping included).
+    ``ema_epochs`` > 0: validation, early stopping and the best checkpoint see a moving average of
+    the weights over about that many epochs, and the average is what the module keeps.
     """
     quiet_lightning()
     ensure_console_logging()
     monitor = f"val_{trainer_cfg.monitor}"
     mode = "min" if trainer_cfg.monitor == "loss" else "max"
     best = folder.best_checkpoint(stage)
+    averaging = _weight_averaging(ema_epochs, len(train_loader))
+    # The averaging callback puts the average into a checkpoint's weights only in a full checkpoint.
     checkpoint = ModelCheckpoint(
         dirpath=best.parent, filename=best.stem, monitor=monitor, mode=mode,
-        save_top_k=1, save_weights_only=True, enable_version_counter=False,
+        save_top_k=1, save_weights_only=not averaging, enable_version_counter=False,
     )
     last = folder.last_checkpoint(stage)
     latest = ModelCheckpoint(dirpath=last.parent, filename=last.stem, save_top_k=1, enable_version_counter=False)
     bar, progress = progress_callbacks(trainer_cfg, stage, monitor, mode, patience)
     callbacks = [checkpoint, latest, EarlyStopping(monitor=monitor, mode=mode, patience=patience),
-                 RunState(folder, stage, epochs), *progress]
+                 RunState(folder, stage, epochs), *progress, *averaging]
     resume_from = last if resume and last.is_file() else None
     if resume_from is not None and is_main_process():
         folder.set_aside_epoch_log(stage)
@@ -122,6 +127,13 @@ def fit(
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     return FitStats(trainer.current_epoch, seconds)
+
+
+def _weight_averaging(ema_epochs: float, steps_per_epoch: int) -> list[Callback]:
+    """The EMA callback (as a list: none when off), decaying by 1/e over ``ema_epochs`` epochs."""
+    if ema_epochs <= 0:
+        return []
+    return [EMAWeightAveraging(decay=1 - 1 / max(1.0, ema_epochs * steps_per_epoch))]
 
 
 def _trainer(trainer_cfg: TrainerConfig, callbacks: list[Callback], bar: bool, epochs: int, folder: RunFolder,

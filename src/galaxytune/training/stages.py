@@ -191,7 +191,7 @@ def run_finetune(run: RunContext, net: GalaxyClassifier, data: Prepared, incomin
     stats = fit(_finetune_module(cfg, trained, data, groups, questions),
                 _loader(train_set, fc.batch_size, True, image_workers(cfg, train_set)),
                 _loader(val_set, 128, False, image_workers(cfg, val_set)),
-                run.folder, "finetune", fc.epochs, fc.patience, cfg.trainer, run.resume)
+                run.folder, "finetune", fc.epochs, fc.patience, cfg.trainer, run.resume, fc.ema_epochs)
     adapter_bytes = _save_adapter(run, trained) if trained is not tuned else None
     tuned = _plain_network(tuned, trained, run.device)
     val_logits = _logits(run, tuned, data, "val", "predict val")
