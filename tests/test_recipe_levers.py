@@ -241,3 +241,22 @@ def test_weight_averaging_keeps_the_average_of_the_weights(tmp_path, weights_fil
     assert torch.equal(saved.state_dict()[name[len("net."):]], average[name])
     with pytest.raises(ConfigError, match="finetune.ema_epochs"):
         load_config(overrides=["finetune.ema_epochs=-1"])
+
+
+def test_mixup_blends_each_image_with_its_partner_and_trains(tmp_path, weights_file):
+    from galaxytune.training.module import mix_batch
+
+    torch.manual_seed(0)
+    x = torch.stack([torch.full((3, 4, 4), v, dtype=torch.uint8) for v in (0, 51, 102, 255)])
+    mixed, lam, partner = mix_batch(x, 0.4)
+    assert 0 < lam < 1 and sorted(partner.tolist()) == [0, 1, 2, 3]
+    expected = lam * x.float() / 255 + (1 - lam) * x[partner].float() / 255
+    assert torch.allclose(mixed, expected)
+    # Class targets and vote counts (the question head) are mixed alike.
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(_gz2_table(tmp_path / "data")), "--out", str(run), "--weights",
+                 str(weights_file), *FAST, "data.label_column=derived_class", "finetune.mixup=0.4",
+                 "finetune.guard=false"]) == 0
+    logged = [r for r in csv.DictReader(open(run / "logs" / "finetune" / "metrics.csv")) if r.get("train_loss")]
+    assert logged and all(math.isfinite(float(r["train_loss"])) and float(r["train_question_loss"]) > 0
+                          for r in logged)

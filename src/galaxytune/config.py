@@ -292,6 +292,9 @@ class FinetuneConfig:
     start_size: int = setting(0, "Progressive resizing: the first start_fraction of the epochs train on images "
                                  "shrunk to this many pixels; 0: off.", at_least=0, at_most="data.image_size")
     start_fraction: float = setting(0.5, "Share of the epochs trained at start_size.", at_least=0, at_most=1)
+    mixup: float = setting(0.0, "Mixup: blend each training batch with a shuffled copy of itself by a weight drawn "
+                                "from Beta(mixup, mixup) (e.g. 0.2), targets blended alike; 0: off.",
+                           at_least=0, at_most=10)
     ema_epochs: float = setting(0.0, "Validate and keep an exponential moving average of the weights over about "
                                      "this many recent epochs instead of the raw weights; 0: off.",
                                 at_least=0, at_most=100)

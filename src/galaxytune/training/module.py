@@ -25,6 +25,16 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def mix_batch(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """Mixup (Zhang et al. 2018): each image blended with another of the batch by a weight
+    drawn from Beta(alpha, alpha); the blend, the weight and the partner of each image, whose
+    targets the loss mixes by the same weight."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(len(x), device=x.device)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+    return lam * x + (1 - lam) * x[partner], lam, partner
+
+
 class ClassifierModule(L.LightningModule):
     def __init__(
         self,
@@ -42,6 +52,7 @@ class ClassifierModule(L.LightningModule):
         start_size: int = 0,
         start_epochs: int = 0,
         class_weights: torch.Tensor | None = None,
+        mixup: float = 0.0,
     ):
         """``mirror``: the class each class becomes under a mirror flip (see
         :func:`galaxytune.data.transforms.mirror_permutation`); None: every label is kept.
@@ -53,7 +64,9 @@ class ClassifierModule(L.LightningModule):
         ``start_size``, ``start_epochs``: progressive resizing; the first epochs train on images
         shrunk to ``start_size`` px (cheaper per image), the rest and all validation at full size.
         ``class_weights``: per-class weights of the training loss (rare classes count more); the
-        validation loss, which early stopping may follow, stays unweighted."""
+        validation loss, which early stopping may follow, stays unweighted. ``mixup``: the alpha
+        of the Beta distribution that mixes each training batch with a shuffled copy of itself
+        (images, class targets and vote counts alike); 0: off."""
         super().__init__()
         self.net = net
         self.param_groups = param_groups
@@ -61,6 +74,7 @@ class ClassifierModule(L.LightningModule):
         self.augment, self.batchnorm, self.sky = augment, batchnorm, sky
         self.questions, self.channels_last = questions, channels_last
         self.start_size, self.start_epochs = start_size, start_epochs
+        self.mixup = mixup
         self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
         self.val_loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # A buffer, so that it follows the module to the device; not saved in checkpoints.
@@ -120,13 +134,22 @@ class ClassifierModule(L.LightningModule):
                               mode="bilinear", antialias=True)
         if self.augment:
             x, y = self.augment_batch(x, y)
+        lam, partner = 1.0, None
+        if self.mixup > 0:
+            x, lam, partner = mix_batch(x, self.mixup)
+            counts = None if counts is None else lam * counts + (1 - lam) * counts[partner]
+        question_term = 0.0
         if self.questions and counts is not None:
             logits, answers = self.net.forward_with_questions(self._layout(x))
             question_loss = QUESTION_LOSSES[self.questions["loss"]](answers, counts, self.questions["slices"])
             self.log("train_question_loss", question_loss, on_step=False, on_epoch=True, batch_size=len(y))
-            loss = self.loss(logits, y) + self.questions["weight"] * question_loss
+            question_term = self.questions["weight"] * question_loss
         else:
-            loss = self.loss(self(x), y)
+            logits = self(x)
+        class_loss = self.loss(logits, y)
+        if partner is not None:
+            class_loss = lam * class_loss + (1 - lam) * self.loss(logits, y[partner])
+        loss = class_loss + question_term
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("lr", self.optimizers().param_groups[-1]["lr"], on_step=False, on_epoch=True)
         return loss
