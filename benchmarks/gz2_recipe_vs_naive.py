@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import math
 import os
@@ -33,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +44,15 @@ from scipy.stats import binomtest
 from torch import nn
 
 import galaxytune
+from galaxytune.data.samples import SPLITS
 from galaxytune.decision import DecisionRule
-from galaxytune.evaluation.metrics import classification_metrics, score
+from galaxytune.evaluation.bootstrap import paired_bootstrap
+from galaxytune.evaluation.metrics import METRIC_NAMES as METRICS
+from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.evaluation.stage_table import format_table
-
-SPLITS = ("train", "val", "test")
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+from galaxytune.files import write_dict_csv
+from galaxytune.report.summary import read_csv
+from galaxytune.run_folder import RunFolder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -144,7 +147,7 @@ def run_recipe(args: argparse.Namespace, run_dir: Path) -> dict:
     # Images that went through finetune training steps: epochs run x full batches x batch size
     # (the recipe's train loader drops the last partial batch).
     n_train = len(result.data.sets["train"])
-    epochs = _epochs_run(run_dir / "metrics.csv")
+    epochs = _epochs_run(RunFolder(run_dir))
     steps_per_epoch = max(1, n_train // cfg.finetune.batch_size)
     ft_images = epochs.get("finetune", 0) * steps_per_epoch * cfg.finetune.batch_size
     seconds = {s.name: s.seconds for s in result.stages}
@@ -172,29 +175,12 @@ def run_recipe(args: argparse.Namespace, run_dir: Path) -> dict:
     }
 
 
-def _epochs_run(metrics_csv: Path) -> dict[str, int]:
+def _epochs_run(folder: RunFolder) -> dict[str, int]:
     """Epochs that trained, per stage, from the run folder's merged metrics.csv."""
-    counts: dict[str, int] = {}
-    if metrics_csv.is_file():
-        with open(metrics_csv, newline="") as handle:
-            for row in csv.DictReader(handle):
-                if row.get("train_loss"):
-                    counts[row["stage"]] = counts.get(row["stage"], 0) + 1
-    return counts
+    return dict(Counter(row["stage"] for row in read_csv(folder.epoch_metrics) if row.get("train_loss")))
 
 
 # --------------------------------------------------------------------------- naive
-
-
-def read_split_file(path: Path, classes: list[str]) -> dict[str, tuple[list[Path], np.ndarray]]:
-    index = {c: i for i, c in enumerate(classes)}
-    out: dict[str, tuple[list[Path], list[int]]] = {s: ([], []) for s in SPLITS}
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            paths, labels = out[row["split"]]
-            paths.append(Path(row["path"]))
-            labels.append(index[row["label"]])
-    return {s: (p, np.asarray(y, dtype=np.int64)) for s, (p, y) in out.items()}
 
 
 def load_pixels(paths: list[Path], size: int) -> torch.Tensor:
@@ -238,15 +224,16 @@ def _run_naive(args: argparse.Namespace, recipe_dir: Path, recipe_data, classes:
     cpu_start, total_start = time.process_time(), time.perf_counter()
 
     # The same split, read back from the recipe's run folder; images decoded here with PIL.
-    split = read_split_file(recipe_dir / "splits.csv", classes)
+    split, index = RunFolder(recipe_dir).read_splits(), {c: i for i, c in enumerate(classes)}
+    paths = {s: [x.path for x in split.get(s, [])] for s in SPLITS}
+    targets = {s: torch.tensor([index[x.label] for x in split.get(s, [])], dtype=torch.int64) for s in SPLITS}
     t0 = time.perf_counter()
-    pixels = {s: load_pixels(split[s][0], 128) for s in SPLITS}
+    pixels = {s: load_pixels(paths[s], 128) for s in SPLITS}
     decode_seconds = time.perf_counter() - t0
-    targets = {s: torch.from_numpy(split[s][1]) for s in SPLITS}
     same_input = {}
     for s in SPLITS:
         ref = recipe_data.sets[s]
-        same_paths = [str(p) for p in ref.paths] == [str(p) for p in split[s][0]]
+        same_paths = [str(p) for p in ref.paths] == [str(p) for p in paths[s]]
         same_y = torch.equal(ref.targets, targets[s])
         diff = None
         if ref.pixels is not None and ref.pixels.shape == pixels[s].shape:
@@ -275,7 +262,6 @@ def _run_naive(args: argparse.Namespace, recipe_dir: Path, recipe_data, classes:
     log, best = [], {"val_accuracy": -1.0}
     train_seconds = val_seconds = 0.0
     images_seen = 0
-    first_loss = None
     y_val = targets["val"].numpy()
     for epoch in range(args.epochs):
         t0 = time.perf_counter()
@@ -292,8 +278,6 @@ def _run_naive(args: argparse.Namespace, recipe_dir: Path, recipe_data, classes:
             scheduler.step()
             losses.append(loss.item())
             images_seen += len(idx)
-            if first_loss is None:
-                first_loss = losses[0]
         epoch_train = time.perf_counter() - t0
         train_seconds += epoch_train
 
@@ -323,10 +307,7 @@ def _run_naive(args: argparse.Namespace, recipe_dir: Path, recipe_data, classes:
     val_metrics = classification_metrics(y_val, softmax(best["val_logits"], axis=1))
     test_metrics = classification_metrics(y_test, softmax(test_logits, axis=1))
 
-    with open(run_dir / "epochs.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(log[0]))
-        writer.writeheader()
-        writer.writerows(log)
+    write_dict_csv(run_dir / "epochs.csv", log)
     np.savez_compressed(run_dir / "outputs.npz", y_val=y_val, y_test=y_test,
                         val_logits=best["val_logits"], test_logits=test_logits)
     return {
@@ -344,7 +325,7 @@ def _run_naive(args: argparse.Namespace, recipe_dir: Path, recipe_data, classes:
         "train_images": images_seen,
         "train_images_per_s": images_seen / train_seconds,
         "train_images_per_s_incl_val": images_seen / (train_seconds + val_seconds),
-        "first_step_loss": first_loss,
+        "first_step_loss": log[0]["first_step_loss"],
         "best_epoch": best["epoch"] + 1,
         "epochs": log,
         "val": val_metrics,
@@ -356,39 +337,29 @@ def _run_naive(args: argparse.Namespace, recipe_dir: Path, recipe_data, classes:
 
 
 def naive_row(naive: dict) -> dict:
-    row = {"stage": f"naive full finetune (epoch {naive['best_epoch']}/{naive['settings']['epochs']})"}
-    for split in ("val", "test"):
-        for key, value in naive[split].items():
-            row[f"{split}_{key}"] = value
-    row["seconds"] = naive["wall_seconds"]
-    return row
+    return {"stage": f"naive full finetune (epoch {naive['best_epoch']}/{naive['settings']['epochs']})",
+            **{f"{split}_{key}": value for split in ("val", "test") for key, value in naive[split].items()},
+            "seconds": naive["wall_seconds"]}
 
 
 def paired_test(recipe_dir: Path, naive_dir: Path, rule: dict, stage: str, resamples: int = 2000) -> dict:
     """Recipe vs naive on the same test images: exact McNemar test on which images each gets
-    right, and bootstrap intervals (resampling test images) of the accuracy and macro-F1 gaps."""
-    r, n = np.load(recipe_dir / "stage_outputs.npz"), np.load(naive_dir / "outputs.npz")
-    y = r["y_test"]
+    right, and paired bootstrap intervals (resampling test images) of the accuracy and macro-F1 gaps."""
+    targets, _, logits = RunFolder(recipe_dir).read_stage_outputs()
+    n = np.load(naive_dir / "outputs.npz")
+    y = targets["test"]
     if not np.array_equal(y, n["y_test"]):
         raise SystemExit(f"{recipe_dir} and {naive_dir} do not share a test split.")
-    pred_r = DecisionRule(**rule).probabilities(r[f"{stage}_test"]).argmax(1)
-    pred_n = n["test_logits"].argmax(1)
-    right_r, right_n = pred_r == y, pred_n == y
+    probs_r = DecisionRule(**rule).probabilities(logits[stage]["test"])
+    probs_n = softmax(n["test_logits"], axis=1)
+    right_r, right_n = probs_r.argmax(1) == y, probs_n.argmax(1) == y
     only_r, only_n = int((right_r & ~right_n).sum()), int((~right_r & right_n).sum())
-    rng = np.random.default_rng(0)
-    gaps = []
-    for _ in range(resamples):
-        i = rng.integers(0, len(y), len(y))
-        gaps.append((right_r[i].mean() - right_n[i].mean(),
-                     score(y[i], pred_r[i], "macro_f1") - score(y[i], pred_n[i], "macro_f1")))
-    gaps = np.asarray(gaps)
     out = {"n": int(len(y)), "only_recipe_right": only_r, "only_naive_right": only_n,
            "mcnemar_p": float(binomtest(only_r, only_r + only_n).pvalue) if only_r + only_n else 1.0}
-    out["accuracy_gap"] = float(right_r.mean() - right_n.mean())
-    out["macro_f1_gap"] = score(y, pred_r, "macro_f1") - score(y, pred_n, "macro_f1")
-    for k, name in enumerate(("accuracy", "macro_f1")):
-        out[f"{name}_gap_95"] = [float(np.percentile(gaps[:, k], 2.5)), float(np.percentile(gaps[:, k], 97.5))]
-    return out
+    # Recipe minus naive, both scored on each resample of the test images.
+    gaps = {m: paired_bootstrap(y, probs_n, probs_r, m, n_boot=resamples, seed=0) for m in ("accuracy", "macro_f1")}
+    out |= {f"{m}_gap": g["delta"] for m, g in gaps.items()}
+    return out | {f"{m}_gap_95": [g["ci_low"], g["ci_high"]] for m, g in gaps.items()}
 
 
 def paired_text(p: dict) -> str:
@@ -490,7 +461,7 @@ def main(argv=None) -> int:
     print(f"recipe: {recipe['wall_seconds']:.1f}s wall", flush=True)
     if args.reuse_naive:
         earlier = Path(args.reuse_naive)
-        if (earlier.parent / "recipe" / "splits.csv").read_text() != (out / "recipe" / "splits.csv").read_text():
+        if RunFolder(earlier.parent / "recipe").splits.read_text() != RunFolder(out / "recipe").splits.read_text():
             raise SystemExit(f"{earlier}: its split differs from this run's; the naive run cannot be reused.")
         naive = json.loads(earlier.read_text())["naive"]
         naive["reused_from"] = str(earlier)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from galaxytune.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def cache_home() -> Path:
@@ -58,4 +61,4 @@ def save_arrays(folder: Path, kind: str, key: str, arrays: dict[str, np.ndarray]
         with atomic_path(folder / f"{kind}-{key}.npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     except OSError as exc:
-        print(f"Warning: could not write the cache in {folder} ({exc}); the run goes on without it.")
+        log.warning(f"Warning: could not write the cache in {folder} ({exc}); the run goes on without it.")

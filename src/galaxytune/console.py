@@ -1,8 +1,9 @@
 """Messages for people and log files: the ``galaxytune`` logger, printed as plain lines on stdout.
 
-The command line calls :func:`console_logging` first thing; library use (``galaxytune.train``)
-gets the same lines through :func:`ensure_console_logging` unless the application has configured
-logging itself (then the lines go wherever it sends them, at level INFO).
+The command line calls :func:`console_logging` first thing; library use (``galaxytune.train``,
+``evaluate``, ``prepare`` ...) gets the same lines through :func:`ensure_console_logging` unless the
+application's own logging setup shows them (then the lines go wherever it sends them). A warning
+that must stay off stdout, where a command writes its output, is logged with ``extra=STDERR``.
 """
 
 from __future__ import annotations
@@ -13,27 +14,38 @@ import sys
 logger = logging.getLogger("galaxytune")
 
 
-class _Stdout(logging.StreamHandler):
+STDERR = {"stderr": True}
+"""``extra=`` for a record that goes to stderr, not stdout: ``log.warning(..., extra=STDERR)``."""
+
+
+class _Console(logging.StreamHandler):
     """Writes to whatever ``sys.stdout`` is when a line is emitted (a redirected file, a test's
-    capture), flushing after each line so that a log file shows it at once."""
+    capture), or ``sys.stderr`` for a record logged with ``extra=STDERR``, flushing after each line
+    so that a log file shows it at once."""
+
+    _to_stderr = False
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)
 
     @property
     def stream(self):  # type: ignore[override]
-        return sys.stdout
+        return sys.stderr if self._to_stderr else sys.stdout
 
     @stream.setter
     def stream(self, value) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        self._to_stderr = bool(getattr(record, "stderr", False))  # handle() holds the handler's lock
+        super().emit(record)
+
 
 def console_logging(level: int = logging.INFO) -> None:
     """Print the ``galaxytune`` logger's messages on stdout as bare lines (no level or time
     prefix), like the rest of the program's output. Calling it again changes nothing."""
-    if not any(isinstance(h, _Stdout) for h in logger.handlers):
-        handler = _Stdout()
+    if not any(isinstance(h, _Console) for h in logger.handlers):
+        handler = _Console()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
@@ -41,10 +53,13 @@ def console_logging(level: int = logging.INFO) -> None:
 
 
 def ensure_console_logging() -> None:
-    """:func:`console_logging`, unless the ``galaxytune`` logger or the root logger already has
-    somewhere to go (an application's own logging setup wins)."""
-    if not logger.handlers and not logging.getLogger().handlers:
-        console_logging()
+    """:func:`console_logging`, unless the ``galaxytune`` logger already has somewhere to go, or the
+    application's own setup shows its INFO lines (a root handler, and INFO enabled for
+    ``galaxytune``): an application's logging wins. A setup that would hide them (the root logger's
+    default level, WARNING) gets the console lines, as printed output always did."""
+    if logger.handlers or (logging.getLogger().handlers and logger.isEnabledFor(logging.INFO)):
+        return
+    console_logging()
 
 
 def interactive() -> bool:

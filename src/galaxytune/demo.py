@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
 from galaxytune.config import load_config
+from galaxytune.console import ensure_console_logging
 from galaxytune.datasets.synthetic import SyntheticSpec, default_folder, generate
 from galaxytune.errors import ModelError
 from galaxytune.models.backbone import create_classifier
 from galaxytune.training.pipeline import TrainResult, train
+
+log = logging.getLogger(__name__)
 
 # Small images and short stages keep the demo within minutes on a laptop CPU.
 DEMO_SETTINGS = {
@@ -50,11 +54,12 @@ def run_demo(
     overrides: list[str] | tuple[str, ...] = (),
     workers: int = 2,
 ) -> TrainResult:
+    ensure_console_logging()
     data = generate(data_dir or default_folder(), SyntheticSpec(n_per_class=n_per_class), workers=workers)
     flags = {"data": {"path": str(data / "labels.csv")}, "model": {"weights": weights}}
     cfg = load_config(overrides=overrides, base=DEMO_SETTINGS, flags=flags)
     if cfg.model.weights == "hub" and not hub_reachable(cfg.model.name):
-        print(
+        log.warning(
             f"No pretrained {cfg.model.name} weights could be fetched (offline?): the demo trains a ResNet-18 "
             "from random weights instead, every layer trainable. Pass --weights FILE for real transfer learning."
         )

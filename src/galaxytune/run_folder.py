@@ -7,6 +7,7 @@ report and the benchmarks all go through :class:`RunFolder`.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
+from galaxytune.data.samples import Sample
 from galaxytune.errors import ConfigError
 from galaxytune.files import atomic_path, write_json, write_tensors
 
@@ -191,6 +193,14 @@ class RunFolder:
             path.unlink()
 
     # -- outputs read by evaluate, the report and the benchmarks --------------------------------
+
+    def read_splits(self) -> dict[str, list[Sample]]:
+        """The samples of each split, as ``splits.csv`` records them (in its order)."""
+        found: dict[str, list[Sample]] = {}
+        with open(self.splits, newline="") as handle:
+            for row in csv.DictReader(handle):
+                found.setdefault(row["split"], []).append(Sample(Path(row["path"]), row["label"]))
+        return found
 
     def write_stage_outputs(self, targets: dict[str, np.ndarray], paths: dict[str, list], logits: dict) -> None:
         """Each stage's val and test logits (``logits[stage][split]``), with the targets and paths."""

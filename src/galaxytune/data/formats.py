@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from galaxytune.config import DataConfig, FitsConfig
+from galaxytune.console import ensure_console_logging
 from galaxytune.data.csv_table import read_header
 from galaxytune.data.readers.catalog import catalog_samples, is_catalog
 from galaxytune.data.readers.fits import is_fits, is_other_band
@@ -72,6 +73,7 @@ def find_labelled(
 
 def find_samples(cfg: DataConfig) -> SplitSamples:
     """The labelled samples at ``cfg.path``, per split found there."""
+    ensure_console_logging()
     if not cfg.path:
         raise DataError("No data given: pass --data PATH (an image folder, a CSV catalog or an HDF5 file).")
     root = Path(cfg.path).expanduser()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from galaxytune.cache import cache_home, key_of, load_arrays, save_arrays
 from galaxytune.config import DataConfig
+from galaxytune.console import ensure_console_logging
 from galaxytune.data.formats import find_samples
 from galaxytune.data.images import Decoded, ImageSet, content_digest, decode_all, default_workers
 from galaxytune.data.leakage import describe, find_overlaps, write_overlaps
@@ -19,6 +21,8 @@ from galaxytune.data.splits import make_splits, write_splits
 from galaxytune.errors import DataError
 from galaxytune.files import write_csv, write_json
 from galaxytune.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,7 +51,7 @@ def decode_cached(cfg: DataConfig, paths: list[Path], cache: bool) -> tuple[Deco
     if entry is not None and "thumbnails" in entry:  # entries written before the thumbnails are rewritten
         keep = entry["keep"].tolist()
         bad = [(paths[i], str(reason)) for i, reason in zip(entry["bad"].tolist(), entry["reasons"])]
-        print(f"Decoded images read from the cache ({folder}).")
+        log.info(f"Decoded images read from the cache ({folder}).")
         return Decoded(keep, bad, torch.from_numpy(entry["pixels"]), entry["hashes"], entry["thumbnails"],
                        [digests[i] for i in keep]), key
     decoded = decode_all(paths, cfg.image_size, cfg.center_crop, True, workers, "decode images", cfg.fits,
@@ -106,7 +110,7 @@ def guard_leakage(
         write_json(folder.leakage_summary, leakage.summary())
     overlaps = leakage.overlaps
     if not overlaps:
-        print(f"Leakage guard: {checked}.")
+        log.info(f"Leakage guard: {checked}.")
         return
     where = ""
     if folder is not None:
@@ -120,7 +124,7 @@ def guard_leakage(
     )
     if cfg.leakage == "fail":
         raise DataError(message + ", or set data.leakage=warn.")
-    print(f"Warning: {message}.")
+    log.warning(f"Warning: {message}.")
 
 
 def prepare(cfg: DataConfig, folder: RunFolder | None) -> Prepared:
@@ -129,13 +133,14 @@ def prepare(cfg: DataConfig, folder: RunFolder | None) -> Prepared:
 
     Unreadable images are dropped before splitting, so they cannot leave a split lopsided.
     """
+    ensure_console_logging()
     found = find_samples(cfg)
     questions = found.questions
     everything = [s for split in SPLITS for s in found.get(split, [])]
     decoded, cache_key = decode_cached(cfg, [s.path for s in everything], want_cache(cfg, len(everything)))
     if decoded.bad and folder is not None:
         write_unreadable(decoded.bad, folder.unreadable)
-        print(
+        log.warning(
             f"Skipped {len(decoded.bad)} unreadable image(s), e.g. {decoded.bad[0][0]} "
             f"({decoded.bad[0][1]}); all are listed in {folder.unreadable}."
         )

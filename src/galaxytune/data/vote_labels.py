@@ -12,6 +12,7 @@ deciding fractions are too weak are dropped, and the drops are counted by reason
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from galaxytune.data.label_rules import Condition, Rule, parse_rules, rule_colum
 from galaxytune.data.questions import Question, count_columns
 from galaxytune.data.samples import Sample, SplitSamples, is_file, split_name
 from galaxytune.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 OPERATORS = {">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less}
 
@@ -235,7 +238,7 @@ def vote_samples(catalog: Catalog, cfg: DataConfig) -> SplitSamples:
     kept = [s for samples in by_split.values() for s in samples]
     counts = ", ".join(f"{label} {n}" for label, n in sorted(Counter(s.label for s in kept).items()))
     why = "; dropped " + ", ".join(f"{n} {reason}" for reason, n in dropped.items()) if dropped else ""
-    print(f"{catalog.source}: {len(kept)} of {len(labels.labels)} galaxies labelled ({counts}){why}.")
+    log.info(f"{catalog.source}: {len(kept)} of {len(labels.labels)} galaxies labelled ({counts}){why}.")
     if not kept:
         raise DataError(f"{catalog.source}: no galaxy is left to train on{why}. Loosen data.labels or check the "
                         "images are where the table says.")

@@ -8,13 +8,16 @@ figure (kept in ``approx_size``).
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from galaxytune.cache import cache_home
+from galaxytune.console import STDERR, ensure_console_logging
 from galaxytune.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ def download(name: str, root: str | Path | None = None, verify: bool = True, pro
             "verified. Rerun with --no-verify to download it unchecked, then compare the printed sha256 with "
             f"the publisher's ({dataset.homepage})."
         )
+    ensure_console_logging()
     folder = Path(root or default_root()) / name
     paths = []
     for file in dataset.files:
@@ -178,5 +182,6 @@ def download(name: str, root: str | Path | None = None, verify: bool = True, pro
 def _warn_unverified(path: Path) -> None:
     from pooch import file_hash
 
-    print(f"WARNING: {path} was downloaded WITHOUT a hash check (--no-verify): its sha256 is "
-          f"{file_hash(str(path))}. Compare it with the publisher's before trusting the data.", file=sys.stderr)
+    # On stderr: the download command prints the downloaded paths on stdout.
+    log.warning(f"WARNING: {path} was downloaded WITHOUT a hash check (--no-verify): its sha256 is "
+                f"{file_hash(str(path))}. Compare it with the publisher's before trusting the data.", extra=STDERR)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from galaxytune.cache import key_of
 from galaxytune.config import Config, LabelsConfig
+from galaxytune.console import ensure_console_logging
 from galaxytune.data.formats import find_samples
 from galaxytune.data.samples import SPLITS, Sample
 from galaxytune.errors import ConfigError, DataError
@@ -30,6 +32,7 @@ from galaxytune.run_folder import RunFolder
 
 DONE = "fold_complete"  # written after the fold's run has written everything
 CV_RECORD = "cv.json"
+log = logging.getLogger(__name__)
 
 
 def pooled_samples(cfg: Config) -> list[Sample]:
@@ -101,7 +104,7 @@ def summarise(out: Path, folds: int) -> list[dict]:
     text = "\n".join(lines) + "\n\nmean ± standard deviation over folds; each fold's test set is unseen by its run\n"
     write_text(out / "cv_summary.md", text)
     write_dict_csv(out / "cv_summary.csv", summary)
-    print(text)
+    log.info(text)
     return summary
 
 
@@ -132,6 +135,7 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: int, train_fn, overw
         # The fold catalogs hold one label per galaxy; training them would silently drop the fractions.
         raise ConfigError("galaxytune cv does not carry soft targets (data.labels.soft) into its folds yet; "
                           "cross-validate with data.labels.rules or a label column instead.")
+    ensure_console_logging()
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     samples = pooled_samples(cfg)
@@ -143,9 +147,9 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: int, train_fn, overw
     )
     for i, catalog in enumerate(catalogs):
         if done[i]:
-            print(f"fold {i + 1}/{folds}: done earlier, kept")
+            log.info(f"fold {i + 1}/{folds}: done earlier, kept")
             continue
-        print(f"fold {i + 1}/{folds}")
+        log.info(f"fold {i + 1}/{folds}")
         folder = RunFolder(out / f"fold_{i}")
         interrupted = folder.config.is_file() and folder.read_state().get("status") in ("running", "interrupted")
         train_fn(fold_config(cfg, catalog), folder.path, overwrite=not interrupted, resume=interrupted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 
 from galaxytune.config import DataConfig, LabelsConfig, load_config
+from galaxytune.console import ensure_console_logging
 from galaxytune.data.csv_table import read_header
 from galaxytune.data.formats import VOTELESS_FORMATS, detect_format, find_samples
 from galaxytune.data.samples import SPLITS, Sample
@@ -18,6 +19,8 @@ from galaxytune.errors import DataError
 from galaxytune.evaluation.metrics import classification_metrics
 from galaxytune.inference.predict import Predictions, Predictor
 from galaxytune.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,11 +38,7 @@ def run_splits(run_dir: Path, data: str) -> dict[str, list[Sample]] | None:
     trained_on = yaml.safe_load(folder.config.read_text())["data"]["path"]
     if Path(trained_on).expanduser().resolve() != Path(data).expanduser().resolve():
         return None
-    found: dict[str, list[Sample]] = {}
-    with open(folder.splits, newline="") as handle:
-        for row in csv.DictReader(handle):
-            found.setdefault(row["split"], []).append(Sample(Path(row["path"]), row["label"]))
-    return found
+    return folder.read_splits()
 
 
 def data_config(data: str, run_dir: Path | None, path_column: str | None, label_column: str | None) -> DataConfig:
@@ -86,12 +85,14 @@ def evaluate(
     label rules; see :func:`data_config`). ``tta``: see :meth:`Predictor.logits` (None: as the
     model expects).
     """
+    ensure_console_logging()
     found = run_splits(run_dir, data) if run_dir is not None else None
     if found is not None:
         split = split or "test"
-        print(f"{data} is the run's own data: using its {split} split from splits.csv.")
+        log.info(f"{data} is the run's own data: using its {split} split from splits.csv.")
         if split in ("all", "train", "val"):
-            print(f"Warning: the model was trained or tuned on {'some of ' if split == 'all' else ''}these images.")
+            some = "some of " if split == "all" else ""
+            log.warning(f"Warning: the model was trained or tuned on {some}these images.")
     else:
         found = find_samples(data_config(data, run_dir, path_column, label_column))
         split = split or "all"
@@ -106,7 +107,7 @@ def evaluate(
             f"(it knows {', '.join(predictor.classes)})."
         )
     if predictor.info.tta and not predictor.uses_tta(tta):
-        print("Warning: this model's decision rule was fitted on TTA logits; scoring without TTA.")
+        log.warning("Warning: this model's decision rule was fitted on TTA logits; scoring without TTA.")
     label_of = {s.path: s.label for s in samples}
     predictions = predictor.predict([s.path for s in samples], tta=tta)
     if predictions.unreadable and not predictions.paths:
@@ -114,7 +115,7 @@ def evaluate(
         raise DataError(f"{data}: none of its {len(samples)} image(s) could be read, e.g. {path} ({reason}). "
                         "Check that the files are images.")
     if predictions.unreadable:
-        print(f"Skipped {len(predictions.unreadable)} unreadable image(s), e.g. {predictions.unreadable[0][0]}.")
+        log.warning(f"Skipped {len(predictions.unreadable)} unreadable image(s), e.g. {predictions.unreadable[0][0]}.")
     index = {c: i for i, c in enumerate(predictor.classes)}
     y_true = np.array([index[label_of[p]] for p in predictions.paths])
     return Evaluation(classification_metrics(y_true, predictions.probabilities), y_true, predictions)

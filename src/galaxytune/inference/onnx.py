@@ -58,9 +58,11 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, opset: int =
                     dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
                     verbose=False,
                 )
-            except Exception as exc:  # an operator of this architecture the exporter cannot translate
+            # torch.export or the translation failed (OnnxExporterError, a RuntimeError), or an operator's
+            # ONNX function returned the wrong kind of value (TypeError).
+            except (RuntimeError, TypeError) as exc:
                 raise ModelError(f"{info.architecture} could not be exported to ONNX (opset {opset}): "
-                                 f"{type(exc).__name__}: {str(exc)[:300]}. Try another --opset.") from None
+                                 f"{type(exc).__name__}: {str(exc)[:300]}. Try another --opset.") from exc
         program.model.metadata_props[INFO_KEY] = json.dumps(asdict(info))
         program.save(str(tmp), external_data=False)
         _check_against_torch(tmp, wrapped, info)
@@ -79,6 +81,14 @@ def _check_against_torch(path: Path, wrapped: nn.Module, info: ModelInfo) -> Non
         raise ModelError(f"The ONNX export of {info.architecture} differs from PyTorch by {worst:.2g}; not written.")
 
 
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """What ONNX Runtime raises on a model it cannot load: its own classes (InvalidProtobuf,
+    InvalidGraph, Fail ...), none of them an OSError or a RuntimeError."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
+
+
 class OnnxNet:
     """An exported model run by ONNX Runtime, with the call interface of the PyTorch network
     (uint8 tensor in, logits out), so :class:`~galaxytune.inference.predict.Predictor` can
@@ -94,8 +104,8 @@ class OnnxNet:
         options.intra_op_num_threads = threads
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # not an ONNX file, truncated, unsupported opset
-            raise ModelError(f"{path} is not a loadable ONNX model ({exc}).") from None
+        except _ort_errors() as exc:  # not an ONNX file, truncated, unsupported opset
+            raise ModelError(f"{path} is not a loadable ONNX model ({exc}).") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         if INFO_KEY not in meta:
             raise ModelError(f"{path} was not exported by galaxytune (no {INFO_KEY} metadata); "
@@ -103,7 +113,7 @@ class OnnxNet:
         try:
             self.info = ModelInfo(**json.loads(meta[INFO_KEY]))
         except (ValueError, TypeError) as exc:  # written by another galaxytune version, or edited
-            raise ModelError(f"{path}: its galaxytune model description cannot be read ({exc}).") from None
+            raise ModelError(f"{path}: its galaxytune model description cannot be read ({exc}).") from exc
 
     def eval(self) -> OnnxNet:
         return self

@@ -123,8 +123,8 @@ def export_int8(run_dir: str | Path, fp32_path: str | Path, out: str | Path | No
         prepared = Path(tmp) / "prepared.onnx"
         try:  # shape inference and graph fusions, as ONNX Runtime recommends before quantizing
             quant_pre_process(str(fp32_path), str(prepared))
-        except Exception as exc:
-            logging.getLogger(__name__).info("quantization pre-processing skipped: %s", exc)
+        except Exception as exc:  # an optional step (onnx shape inference, fusions): skip it, say why
+            logging.getLogger(__name__).info("quantization pre-processing skipped: %s: %s", type(exc).__name__, exc)
             prepared = fp32_path
         with atomic_path(out) as target:
             try:
@@ -132,9 +132,9 @@ def export_int8(run_dir: str | Path, fp32_path: str | Path, out: str | Path | No
                     str(prepared), str(target), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 )
-            except Exception as exc:
+            except Exception as exc:  # onnx, its checker and ONNX Runtime raise many kinds: name which
                 raise ModelError(f"{fp32.info.architecture} could not be quantized to int8: "
-                                 f"{type(exc).__name__}: {str(exc)[:300]}") from None
+                                 f"{type(exc).__name__}: {str(exc)[:300]}") from exc
             session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
             p32, p8 = _probabilities(fp32.session, held), _probabilities(session, held)
             known = held_labels >= 0

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from galaxytune.config import FitsConfig
@@ -101,7 +102,7 @@ def load_model(path: str | Path) -> tuple[GalaxyClassifier, ModelInfo]:
     try:
         info = ModelInfo(**json.loads((folder / META).read_text()))
     except (ValueError, TypeError) as exc:
-        raise ModelError(f"{folder / META} is not a galaxytune model description ({exc}).") from None
+        raise ModelError(f"{folder / META} is not a galaxytune model description ({exc}).") from exc
     problem = _info_problem(info)
     if problem:
         raise ModelError(f"{folder / META}: {problem}. Was it edited by hand? Restore it from the run folder.")
@@ -111,6 +112,7 @@ def load_model(path: str | Path) -> tuple[GalaxyClassifier, ModelInfo]:
     )
     try:
         net.load_state_dict(load_file(str(folder / WEIGHTS)))
-    except Exception as exc:  # truncated file, or weights of another architecture
-        raise ModelError(f"{folder / WEIGHTS} does not hold weights for {META}'s model: {exc}") from None
+    # A missing, truncated or non-safetensors file; keys or shapes of another architecture (RuntimeError).
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        raise ModelError(f"{folder / WEIGHTS} does not hold weights for {META}'s model: {exc}") from exc
     return net.eval(), info

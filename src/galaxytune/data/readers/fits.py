@@ -61,8 +61,8 @@ def _planes(path: Path) -> list[np.ndarray]:
                     raise DataError(f"{path}: HDU {hdu.name} has {data.ndim} axes; expected a 2-D image or a cube.")
     except DataError:
         raise
-    except Exception as exc:  # astropy raises many kinds of error on damaged files
-        raise DataError(f"{path} is not a readable FITS file ({exc}).") from None
+    except Exception as exc:  # astropy raises many kinds of error on damaged files: say which
+        raise DataError(f"{path} is not a readable FITS file ({type(exc).__name__}: {exc}).") from exc
     if not planes:
         raise DataError(f"{path} holds no image data (only tables or empty HDUs).")
     return planes
