@@ -58,6 +58,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isn't divisible.*")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
+    # Validation metrics are torchmetrics, summed over the processes when computed (ClassifierModule).
+    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
     # Frozen BatchNorm layers are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
@@ -153,4 +155,5 @@ def _trainer(trainer_cfg: TrainerConfig, callbacks: list[Callback], bar: bool, e
         log_every_n_steps=1,
         num_sanity_val_steps=0,
         deterministic=False,
+        use_distributed_sampler=False,  # the loaders shard themselves (galaxytune.training.sharding)
     )

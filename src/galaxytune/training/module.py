@@ -9,7 +9,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from galaxytune.data.transforms import dihedral_targets, random_affine, random_dihedral
@@ -87,7 +87,11 @@ class ClassifierModule(L.LightningModule):
                 "macro_f1": MulticlassF1Score(num_classes, average="macro"),
             }
         )
+        # Validation is scored by torchmetrics: under DDP each process sums over its share of the
+        # images (unpadded, see galaxytune.training.sharding) and compute() adds up the processes'
+        # sums, so the epoch's metrics and mean loss are those of a single process on all images.
         self.val_metrics = metrics.clone(prefix="val_")
+        self.val_mean_loss = MeanMetric()
 
     def on_train_batch_start(self, batch, batch_idx):
         # Lightning sets each submodule's train/eval flag itself (around validation, at fit
@@ -159,12 +163,14 @@ class ClassifierModule(L.LightningModule):
         if isinstance(y, (list, tuple)):
             y = y[0]
         logits = self(x)
-        self.log("val_loss", self.val_loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.val_mean_loss.update(self.val_loss(logits, y), weight=len(y))
         # Soft targets (vote fractions) are scored as classes by their most-voted answer.
         self.val_metrics.update(logits, y.argmax(dim=1) if y.is_floating_point() else y)
 
     def on_validation_epoch_end(self):
+        self.log("val_loss", self.val_mean_loss.compute(), prog_bar=True)
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_mean_loss.reset()
         self.val_metrics.reset()
 
     def configure_optimizers(self):

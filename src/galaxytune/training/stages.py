@@ -39,6 +39,7 @@ from galaxytune.training.devices import place
 from galaxytune.training.features import split_features
 from galaxytune.training.fit import fit, is_main_process
 from galaxytune.training.module import ClassifierModule
+from galaxytune.training.sharding import Shard, sharded
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,10 @@ class Stage:
 
 
 def _loader(data, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
+    """A fit's loader of ``data``: under DDP each process's share (see :mod:`.sharding`), the
+    training order drawn from the seed the stage started with and the epoch."""
     return DataLoader(
-        data, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        data, batch_size=batch_size, sampler=Shard(len(data), shuffle, torch.initial_seed()), num_workers=workers,
         persistent_workers=workers > 0, drop_last=shuffle and len(data) > batch_size,
     )
 
@@ -134,8 +137,10 @@ def image_workers(cfg: Config, dataset: ImageSet) -> int:
 
 
 def _logits(run: RunContext, net: nn.Module, data: Prepared, split: str, desc: str) -> np.ndarray:
+    """``net``'s logits of a split; under DDP each process predicts its share and every process
+    gets all of them."""
     dataset = data.sets[split]
-    return run_batches(net, dataset, 128, desc, image_workers(run.cfg, dataset)).numpy()
+    return sharded(lambda part: run_batches(net, part, 128, desc, image_workers(run.cfg, dataset)), dataset).numpy()
 
 
 # -- stage 1: transfer ---------------------------------------------------------------------------
