@@ -13,10 +13,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import FAST, write_folder
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from galaxytune.training.module import ClassifierModule
-from galaxytune.training.sharding import Shard, epoch_order, sharded
+from galaxytune.training.sharding import Shard, sharded
 
 # -- the samplers and the gathering, in two processes without Lightning ---------------------------
 
@@ -54,13 +54,12 @@ def _validation_scores() -> dict:
 
 def _epoch_shares() -> dict:
     # 9 items, batches of 2 per process: each process takes 4 (one item of the epoch left out).
-    sampler = Shard(9, shuffle=True, seed=3)
-    shares = {}
-    for epoch in (0, 1):
-        sampler.set_epoch(epoch)
-        shares[epoch] = [batch.tolist() for batch in DataLoader(range(9), batch_size=2, sampler=sampler,
-                                                                 drop_last=True)]
-    return shares
+    # The processes' random streams differ: the shared order must come from process 0's.
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    torch.manual_seed(3 + rank)
+    sampler = Shard(9, shuffle=True)
+    return {epoch: [batch.tolist() for batch in DataLoader(range(9), batch_size=2, sampler=sampler, drop_last=True)]
+            for epoch in (0, 1)}
 
 
 def _gathered() -> dict:
@@ -90,8 +89,12 @@ def test_unpadded_validation_metrics_equal_one_process(tmp_path):
 def test_training_shares_are_a_big_batch_dealt_in_turn(tmp_path):
     """The k-th batches of B of the two processes together are the k-th batch of 2B of one process."""
     ranks = _two_processes(tmp_path, _epoch_shares)
+    torch.manual_seed(3)
+    orders = [list(Shard(9, shuffle=True)) for _ in range(2)]  # one process: the whole order, as RandomSampler
+    torch.manual_seed(3)
+    assert orders[0] == list(RandomSampler(range(9)))
     for epoch in ("0", "1"):
-        order = epoch_order(9, 3, int(epoch)).tolist()
+        order = orders[int(epoch)]
         single = [order[i:i + 4] for i in range(0, 8, 4)]
         assert len(ranks[0][epoch]) == len(ranks[1][epoch]) == 2
         for k, big in enumerate(single):

@@ -298,8 +298,8 @@ class FinetuneConfig:
     ema_epochs: float = setting(0.0, "Validate and keep an exponential moving average of the weights over about "
                                      "this many recent epochs instead of the raw weights; 0: off.",
                                 at_least=0, at_most=100)
-    """Lightning's EMAWeightAveraging, its decay set from the epoch length so that the same value
-    suits 1,500 images and 150,000. Early stopping and the best checkpoint see the average."""
+    """Lightning's WeightAveraging with an exponential average, its decay set from the epoch length
+    (galaxytune.training.fit.EpochEMA). Early stopping and the best checkpoint see the average."""
     question_weight: float = setting(
         0.5, "Weight of the Galaxy Zoo question head's loss beside the class loss; 0: the class head alone.",
         at_least=0, at_most=100)

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, WeightAveraging
 from torch.utils.data import DataLoader
 
 from galaxytune.config import TrainerConfig
@@ -99,7 +99,7 @@ def fit(
     monitor = f"val_{trainer_cfg.monitor}"
     mode = "min" if trainer_cfg.monitor == "loss" else "max"
     best = folder.best_checkpoint(stage)
-    averaging = _weight_averaging(ema_epochs, len(train_loader))
+    averaging = _weight_averaging(ema_epochs, train_loader)
     # The averaging callback puts the average into a checkpoint's weights only in a full checkpoint.
     checkpoint = ModelCheckpoint(
         dirpath=best.parent, filename=best.stem, monitor=monitor, mode=mode,
@@ -131,11 +131,26 @@ def fit(
     return FitStats(trainer.current_epoch, seconds)
 
 
-def _weight_averaging(ema_epochs: float, steps_per_epoch: int) -> list[Callback]:
-    """The EMA callback (as a list: none when off), decaying by 1/e over ``ema_epochs`` epochs."""
-    if ema_epochs <= 0:
-        return []
-    return [EMAWeightAveraging(decay=1 - 1 / max(1.0, ema_epochs * steps_per_epoch))]
+class EpochEMA(WeightAveraging):
+    """An exponential moving average of the weights over about ``epochs`` epochs: its decay is set
+    when the fit starts, from this process's batches per epoch (fewer under DDP), so that one
+    setting suits 1,500 images and 150,000."""
+
+    def __init__(self, epochs: float, train_loader: DataLoader):
+        super().__init__(avg_fn=self._average)
+        self.epochs, self.train_loader, self.decay = epochs, train_loader, 0.0
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        self.decay = 1 - 1 / max(1.0, self.epochs * len(self.train_loader))  # the processes exist by now
+        super().setup(trainer, pl_module, stage)
+
+    def _average(self, average: torch.Tensor, current: torch.Tensor, n_averaged) -> torch.Tensor:
+        return self.decay * average + (1 - self.decay) * current
+
+
+def _weight_averaging(ema_epochs: float, train_loader: DataLoader) -> list[Callback]:
+    """The EMA callback (as a list: none when off)."""
+    return [EpochEMA(ema_epochs, train_loader)] if ema_epochs > 0 else []
 
 
 def _trainer(trainer_cfg: TrainerConfig, callbacks: list[Callback], bar: bool, epochs: int, folder: RunFolder,

@@ -1,8 +1,8 @@
 """How the items of a split are dealt to the processes of a multi-process (DDP) run, for training,
 validation and prediction alike.
 
-The items of an epoch are put in one order (a permutation drawn from the seed and the epoch
-alone, or the split's own order), and dealt in turn: process ``r`` of ``w`` takes positions
+The items of an epoch are put in one order (a shuffle shared by every process, or the split's
+own order), and dealt in turn: process ``r`` of ``w`` takes positions
 ``r, r + w, r + 2w, ...``. So the ``k``-th batches of B items of the ``w`` processes together hold
 exactly the ``k``-th batch of ``w * B`` items of a single process: with a mean loss, DDP's
 average of the processes' gradients is the single process's gradient of that big batch.
@@ -35,21 +35,25 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffled order of ``n`` items in ``epoch``: the same in every process."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+def shuffled(n: int) -> list[int]:
+    """A new order of ``n`` items, drawn as PyTorch's ``RandomSampler`` draws it: a seed from the
+    global random stream, so a single process shuffles exactly as a plain shuffling DataLoader
+    (and a resumed fit, which restores that stream, as the uninterrupted one). Under DDP every
+    process takes process 0's seed, so all deal from one order however their streams drifted."""
+    seed = int(torch.empty((), dtype=torch.int64).random_().item())
+    if world()[1] > 1:
+        shared = [seed]
+        dist.broadcast_object_list(shared, src=0)
+        seed = shared[0]
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 class Shard(Sampler[int]):
     """This process's share of ``n`` items (see the module's docstring): with ``shuffle`` a new
-    order every epoch (Lightning calls :meth:`set_epoch`) and equal shares; else the items in
-    order, dealt unpadded. Independent of the global RNG, so a resumed fit sees the same orders."""
+    order every epoch (:func:`shuffled`) and equal shares; else the items in order, dealt unpadded."""
 
-    def __init__(self, n: int, shuffle: bool, seed: int = 0):
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, n: int, shuffle: bool):
+        self.n, self.shuffle = n, shuffle
 
     def _positions(self) -> range:
         rank, size = world()
@@ -60,8 +64,7 @@ class Shard(Sampler[int]):
         positions = self._positions()
         if not self.shuffle:
             return iter(positions)
-        order = epoch_order(self.n, self.seed, self.epoch)
-        return iter(order[positions.start:positions.stop:positions.step].tolist())
+        return iter(shuffled(self.n)[positions.start:positions.stop:positions.step])
 
     def __len__(self) -> int:
         return len(self._positions())

@@ -123,10 +123,9 @@ class Stage:
 
 
 def _loader(data, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
-    """A fit's loader of ``data``: under DDP each process's share (see :mod:`.sharding`), the
-    training order drawn from the seed the stage started with and the epoch."""
+    """A fit's loader of ``data``: under DDP each process's share (see :mod:`.sharding`)."""
     return DataLoader(
-        data, batch_size=batch_size, sampler=Shard(len(data), shuffle, torch.initial_seed()), num_workers=workers,
+        data, batch_size=batch_size, sampler=Shard(len(data), shuffle), num_workers=workers,
         persistent_workers=workers > 0, drop_last=shuffle and len(data) > batch_size,
     )
 
