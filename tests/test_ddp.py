@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import FAST, write_folder
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from galaxytune.training.module import ClassifierModule
 from galaxytune.training.sharding import Shard, sharded
@@ -89,16 +89,14 @@ def test_unpadded_validation_metrics_equal_one_process(tmp_path):
 def test_training_shares_are_a_big_batch_dealt_in_turn(tmp_path):
     """The k-th batches of B of the two processes together are the k-th batch of 2B of one process."""
     ranks = _two_processes(tmp_path, _epoch_shares)
+    single = _epoch_shares()  # one process, process 0's random stream: a plain shuffling DataLoader's batches
     torch.manual_seed(3)
-    orders = [list(Shard(9, shuffle=True)) for _ in range(2)]  # one process: the whole order, as RandomSampler
-    torch.manual_seed(3)
-    assert orders[0] == list(RandomSampler(range(9)))
+    assert single[0] == [b.tolist() for b in DataLoader(range(9), batch_size=2, shuffle=True, drop_last=True)]
     for epoch in ("0", "1"):
-        order = orders[int(epoch)]
-        single = [order[i:i + 4] for i in range(0, 8, 4)]
+        order = [i for batch in single[int(epoch)] for i in batch]
         assert len(ranks[0][epoch]) == len(ranks[1][epoch]) == 2
-        for k, big in enumerate(single):
-            assert sorted(ranks[0][epoch][k] + ranks[1][epoch][k]) == sorted(big)
+        for k in range(2):
+            assert sorted(ranks[0][epoch][k] + ranks[1][epoch][k]) == sorted(order[4 * k:4 * k + 4])
     assert ranks[0]["0"] != ranks[0]["1"]  # a new order each epoch
 
 

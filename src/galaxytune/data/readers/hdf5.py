@@ -27,9 +27,9 @@ def row_path(file: Path, row: int) -> Path:
 
 
 def split_row_path(path: Path) -> tuple[Path, int] | None:
-    """(file, row) for a row path, None for any other path."""
+    """(file, row) for a row path, None for any other path (``a.png::2`` names no HDF5 row)."""
     name, sep, row = path.name.rpartition(SEPARATOR)
-    if not sep or not row.isdigit():
+    if not sep or not row.isdigit() or Path(name).suffix.lower() not in HDF5_SUFFIXES:
         return None
     return path.with_name(name), int(row)
 
