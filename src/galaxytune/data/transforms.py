@@ -78,6 +78,11 @@ def mirror_permutation(classes: list[str], pairs: list[list[str]]) -> list[int]:
     return perm
 
 
+def unit_float(x: torch.Tensor) -> torch.Tensor:
+    """Images as floats in [0, 1]: uint8 pixels scaled, float images as they are."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x
+
+
 def random_affine(
     x: torch.Tensor, any_angle: bool, zoom: float, shift: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -90,7 +95,7 @@ def random_affine(
     centring in survey cutouts. No label changes: none of these mirror the image.
     """
     n = x.shape[0]
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+    x = unit_float(x)
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(n, generator=generator).to(x.device)

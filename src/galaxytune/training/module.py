@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
-from galaxytune.data.transforms import dihedral_targets, random_affine, random_dihedral
+from galaxytune.data.transforms import dihedral_targets, random_affine, random_dihedral, unit_float
 from galaxytune.models.freezing import freeze_batchnorm
 from galaxytune.training.losses import QUESTION_LOSSES
 
@@ -31,7 +31,7 @@ def mix_batch(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, float, torch
     targets the loss mixes by the same weight."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     partner = torch.randperm(len(x), device=x.device)
-    x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+    x = unit_float(x)
     return lam * x + (1 - lam) * x[partner], lam, partner
 
 
@@ -134,7 +134,7 @@ class ClassifierModule(L.LightningModule):
         if isinstance(y, (list, tuple)):
             y, counts = y
         if self.start_size and self.current_epoch < self.start_epochs:
-            x = F.interpolate(x.float() / 255.0 if x.dtype == torch.uint8 else x, size=self.start_size,
+            x = F.interpolate(unit_float(x), size=self.start_size,
                               mode="bilinear", antialias=True)
         if self.augment:
             x, y = self.augment_batch(x, y)
