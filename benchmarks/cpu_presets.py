@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,8 @@ def variants(args: argparse.Namespace) -> dict[str, list[str]]:
     out = {} if args.no_preset else {"preset": []}
     for text in args.ablation:
         name, _, overrides = text.partition("=")
-        out[name] = [o for o in overrides.split(",") if o]
+        # split only at a comma that starts the next key, so list values such as model.mean=[0.5,0.5,0.5] survive
+        out[name] = [o for o in re.split(r",(?=[A-Za-z_][\w.]*=)", overrides) if o]
     return out
 
 

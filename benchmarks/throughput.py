@@ -1,13 +1,21 @@
-"""Inference throughput: a naive timm + PIL loop against galaxytune's predict path.
+"""Training and inference throughput: a naive timm + PIL loop against galaxytune's own paths.
 
-In one process, for each input size, predicts the same N cutouts with
+In one process, for each input size, trains on the same N cutouts for ``--epochs`` epochs with
+
+* naive: a ``Dataset`` that PIL-opens, resizes, flips and turns each file every epoch, the
+  default ``DataLoader`` (no workers), fp32 NCHW, ``torch.optim.AdamW`` (what a first script does);
+* galaxytune: ``galaxytune.train`` with the finetune stage alone (every layer, its default
+  settings) on an image folder of the same cutouts (labels cycled through 5 classes: speed does
+  not depend on them), whole run timed and the finetune fit's own seconds read from the run;
+
+then predicts the same N cutouts with
 
 * naive: PIL opens, converts and resizes each file in the main process, torchvision-style
   normalisation, a timm model, softmax, rows kept in a list (what a first script does);
 * galaxytune PyTorch / ONNX fp32 / ONNX int8: ``Predictor.stream`` + ``write_predictions``,
   exactly the path of ``galaxytune predict`` (decoding workers, batches streamed to a CSV).
 
-and prints a Markdown table of images/s, the ratio to the naive loop, and the peak memory
+and prints Markdown tables of images/s, the ratio to the naive loop, and the peak memory
 (PSS of this process plus its decoding workers, sampled every 50 ms) while each ran. The model
 is ``--arch`` with ``--weights`` (or random) and a random 5-class head: throughput does not
 depend on what the head learned. The int8 model is calibrated on 64 of the cutouts listed as
@@ -35,7 +43,10 @@ import numpy as np
 import psutil
 import torch
 from PIL import Image
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
 
+import galaxytune
 from galaxytune.data.readers.folder import is_image
 from galaxytune.inference.predict import Predictor, write_predictions
 from galaxytune.inference.saved import ModelInfo, save_model
@@ -130,6 +141,59 @@ def naive(net: torch.nn.Module, paths: list[Path], size: int, batch_size: int) -
     return rows
 
 
+class NaiveFiles(Dataset):
+    """A first script's training set: every item decoded, resized and augmented by PIL, every epoch."""
+
+    def __init__(self, paths: list[Path], size: int):
+        self.paths, self.size = paths, size
+        self.mean, self.std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        im = Image.open(self.paths[i]).convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
+        if torch.rand(()) < 0.5:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        im = im.rotate(90 * int(torch.randint(4, ())))
+        x = (torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255 - self.mean) / self.std
+        return x, i % len(CLASSES)
+
+
+def naive_training(arch: str, weights: str, paths: list[Path], size: int, epochs: int, batch_size: int) -> None:
+    net = create_classifier(arch, len(CLASSES), weights=weights, mean=MEAN, std=STD).backbone.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        for x, y in DataLoader(NaiveFiles(paths, size), batch_size=batch_size, shuffle=True, drop_last=True):
+            optimizer.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            optimizer.step()
+
+
+def labelled_folder(folder: Path, paths: list[Path], held_out: int) -> Path:
+    """The cutouts as an image folder: ``held_out`` each in val/ and test/ (scored, not timed), the
+    rest in train/, each class folder in turn."""
+    for i, path in enumerate(paths):
+        split = "val" if i < held_out else "test" if i < 2 * held_out else "train"
+        target = folder / split / CLASSES[i % len(CLASSES)] / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            os.link(path, target)
+    return folder
+
+
+def galaxytune_training(data: Path, out: Path, arch: str, weights: str, size: int, epochs: int,
+                        batch_size: int, facts: dict) -> None:
+    """``galaxytune.train``, the finetune stage alone; ``facts['fit']``: its fit's seconds."""
+    config = {"data": {"path": str(data), "image_size": size, "disk_cache": "off", "leakage": "off"},
+              "model": {"name": arch, "weights": weights, "mean": MEAN, "std": STD},
+              "transfer": {"enabled": False}, "decision": {"enabled": False, "tta": False},
+              "finetune": {"epochs": epochs, "patience": epochs, "batch_size": batch_size, "guard": False},
+              "trainer": {"progress": False}}
+    result = galaxytune.train(config, out, overwrite=True)
+    facts["fit"] = next(s.fit_seconds for s in result.stages if s.name == "finetune")
+
+
 def scratch_run(folder: Path, arch: str, weights: str, size: int, val: list[Path]) -> Path:
     """A run folder holding an (untrained-head) model and a splits.csv, for export --int8."""
     net = create_classifier(arch, len(CLASSES), weights=weights, mean=MEAN, std=STD)
@@ -172,7 +236,9 @@ def main() -> None:
     parser.add_argument("--weights", default="none", help="backbone weights file (default: random)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=-1, help="galaxytune's decoding workers (default: auto)")
-    parser.add_argument("--skip", nargs="*", default=[], help="methods to leave out: naive torch onnx int8")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs of each method (default: 2)")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        help="methods to leave out: train-naive train (training); naive torch onnx int8 (inference)")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads of torch and ONNX Runtime (default: their own default, one per core)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
@@ -184,6 +250,23 @@ def main() -> None:
     paths = make_cutouts(work / "cutouts", args.n, args.images)
     print(f"{len(paths)} cutouts in {work / 'cutouts'}; torch threads {torch.get_num_threads()}, "
           f"CPUs {os.cpu_count()}", flush=True)
+    training: list[dict] = []
+    held_out = 64
+    data = labelled_folder(work / "folder", paths, held_out)
+    trained = (len(paths) - 2 * held_out) * args.epochs
+    for size in args.sizes:
+        common = (trained, training, size)
+        if "train-naive" not in args.skip:
+            timed("naive timm + PIL loop", *common, naive_training, args.arch, args.weights, paths[2 * held_out:],
+                  size, args.epochs, args.batch_size)
+        if "train" not in args.skip:
+            facts: dict = {}
+            timed("galaxytune train (whole run)", *common, galaxytune_training, data, work / f"train{size}",
+                  args.arch, args.weights, size, args.epochs, args.batch_size, facts)
+            training.append({**training[-1], "method": "galaxytune finetune fit alone", "rss": float("nan"),
+                             "seconds": facts["fit"], "rate": trained / facts["fit"]})
+    print_table(f"Training, {args.epochs} epochs of {len(paths) - 2 * held_out} cutouts", training)
+
     results: list[dict] = []
     for size in args.sizes:
         run = scratch_run(work / f"run{size}", args.arch, args.weights, size, paths[:128])
@@ -210,15 +293,20 @@ def main() -> None:
             timed("galaxytune ONNX int8", *common, galaxytune_path, onnx_predictor(report.path, args.threads), *stream)
             results[-1]["note"] = f"agrees with fp32 on {report.agreement:.3f} of {report.held_back_images}"
 
-    print("\n| size | method | images/s | × naive | wall (s) | peak memory (MiB, PSS) |")
+    print_table(f"Inference, {len(paths)} cutouts", results)
+
+
+def print_table(title: str, results: list[dict]) -> None:
+    print(f"\n{title}\n\n| size | method | images/s | × naive | wall (s) | peak memory (MiB, PSS) |")
     print("|---|---|---|---|---|---|")
     for row in results:
         base = next((r["rate"] for r in results if r["size"] == row["size"] and r["method"].startswith("naive")),
                     None)
         ratio = f"{row['rate'] / base:.2f}" if base else "–"
         note = f" ({row['note']})" if row.get("note") else ""
+        memory = "–" if row["rss"] != row["rss"] else f"{row['rss']:.0f}"  # NaN: not measured alone
         print(f"| {row['size']} | {row['method']}{note} | {row['rate']:.0f} | {ratio} | {row['seconds']:.1f} "
-              f"| {row['rss']:.0f} |")
+              f"| {memory} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -187,3 +188,60 @@ def test_two_process_ddp_run_equals_one_process(tmp_path, weights_file):
     assert worst["count"] <= COUNT_TOLERANCE
     assert max(worst["ece"], worst["logit"]) <= LOGIT_TOLERANCE
     assert worst["val_loss"] <= LOGIT_TOLERANCE
+
+
+def _features_once(rank0_cached: bool) -> dict:
+    """Stage-1 features of 7 images: which images this process computed. ``rank0_cached``: only
+    process 0 finds them in the disk cache (as where another node's disk lacks them); else the
+    disk cache is off."""
+    from types import SimpleNamespace
+
+    from galaxytune.config import load_config
+    from galaxytune.training import features
+
+    computed = []
+
+    def backbone_pass(module, part, batch_size, desc, workers):
+        rows = torch.stack([part[i][0] for i in range(len(part))])
+        computed.extend(int(r[0]) for r in rows)
+        return rows * 2.0
+
+    # This process's own module: the test spawns its processes.
+    features.run_batches = backbone_pass
+    dataset = TensorDataset(torch.arange(7.0).repeat(3, 1).T)
+    dataset.paths = [f"{i}.png" for i in range(7)]
+    if rank0_cached:
+        rank = torch.distributed.get_rank()
+        features.load_arrays = lambda *args: {"features": np.full((7, 3), -1.0)} if rank == 0 else None
+        features.save_arrays = lambda *args: None
+    cache = "/nonexistent/cache" if rank0_cached else "off"
+    cfg = load_config(overrides=[f"data.disk_cache={cache}", "model.weights=hub"])
+    data = SimpleNamespace(sets={"train": dataset}, cache_key="key" if rank0_cached else None)
+    net = SimpleNamespace(mean=torch.zeros(3), std=torch.ones(3), stretch="none", softening=0.1)  # for the key
+    out = features.split_features(cfg, net, data, "train", workers=0)
+    return {"out": out.tolist(), "computed": computed}
+
+
+@pytest.mark.parametrize("rank0_cached", [False, True], ids=["cache off", "only process 0 cached"])
+def test_stage1_features_are_computed_once_and_gathered(tmp_path, rank0_cached):
+    ranks = _two_processes(tmp_path, partial(_features_once, rank0_cached))
+    assert ranks[0]["out"] == ranks[1]["out"] == (torch.arange(7.0).repeat(3, 1).T * 2).tolist()
+    assert sorted(ranks[0]["computed"] + ranks[1]["computed"]) == list(range(7))
+
+
+def _ordered(marker: str) -> dict:
+    import time
+
+    from galaxytune.training.processes import main_process_first
+
+    with main_process_first():
+        found = os.path.exists(marker)
+        if torch.distributed.get_rank() == 0:
+            time.sleep(0.5)  # a process that did not wait would look before this file exists
+            open(marker, "w").close()
+    return {"found": found}
+
+
+def test_main_process_prepares_first(tmp_path):
+    ranks = _two_processes(tmp_path, partial(_ordered, str(tmp_path / "prepared")))
+    assert [r["found"] for r in ranks] == [False, True]

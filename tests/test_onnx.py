@@ -99,6 +99,10 @@ def test_a_model_with_a_tta_rule_gets_its_tta_inside_the_graph(tmp_path):
     single_view = predictor.info.rule.probabilities(predictor.logits(images, tta=False))
     assert np.abs(single_view - expected).max() > 1e-3  # TTA changes the answer: the check has teeth
     np.testing.assert_allclose(logits, predictor.logits(images, tta=False), atol=1e-4)
+    import onnx
+
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    assert sum(node.op_type == "Conv" for node in onnx.load(str(path)).graph.node) == convs  # one network, not 9
 
 
 def test_int8_export_is_calibrated_on_validation_images_and_checked_on_held_back_ones(run, exported, tmp_path):

@@ -37,8 +37,11 @@ class _WithDecisionRule(nn.Module):
         self.register_buffer("offsets", torch.tensor(rule.offsets or [0.0] * k, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(images)
-        ruled = self.tta(images) if self.tta is not None else logits
+        if self.tta is None:
+            logits = ruled = self.net(images)
+        else:  # one pass of the network over the 8 views; view 0 is the plain image
+            views = self.tta.views(images)
+            logits, ruled = views[0], views.mean(0)
         return logits, torch.softmax(ruled / self.temperature + self.offsets, dim=1)
 
 
@@ -46,7 +49,7 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, opset: int =
     """Write the run's model as ONNX (default ``models/model.onnx``), checked against PyTorch."""
     net, info = load_model(run_dir)
     out = Path(out) if out else model_folder(run_dir) / "model.onnx"
-    tta = DihedralTTA(net, info.mirror) if info.tta else None
+    tta = DihedralTTA(net, info.mirror, together=True) if info.tta else None
     wrapped = _WithDecisionRule(net, info.rule, len(info.classes), tta).eval()
     example = torch.zeros((2, 3, info.image_size, info.image_size), dtype=torch.uint8)
     with atomic_path(out) as tmp:

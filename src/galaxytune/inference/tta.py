@@ -22,10 +22,21 @@ class DihedralTTA(nn.Module):
     every pair of classes that a flip swaps into one.
     """
 
-    def __init__(self, net: nn.Module, mirror: list[int]):
+    def __init__(self, net: nn.Module, mirror: list[int], together: bool = False):
+        """``together``: the 8 views go through ``net`` as one batch of 8n (an exported graph then
+        holds one copy of the network, not 8); else one view at a time (an eighth of the memory)."""
         super().__init__()
-        self.net, self.mirror = net, mirror
+        self.net, self.mirror, self.together = net, mirror, together
+
+    def views(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of the 8 views, shape (8, n, classes), each in the original's class order;
+        view 0 is the image as it is."""
+        if self.together:
+            out = self.net(torch.cat([dihedral(x, k) for k in range(N_DIHEDRAL)])).float()
+            out = out.reshape(N_DIHEDRAL, -1, out.shape[-1])
+        else:
+            out = torch.stack([self.net(dihedral(x, k)).float() for k in range(N_DIHEDRAL)])
+        return torch.stack([v[:, self.mirror] if mirrored(k) else v for k, v in enumerate(out)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = [self.net(dihedral(x, k)).float() for k in range(N_DIHEDRAL)]
-        return torch.stack([v[:, self.mirror] if mirrored(k) else v for k, v in enumerate(views)]).mean(0)
+        return self.views(x).mean(0)

@@ -1,11 +1,13 @@
 """The frozen backbone's pooled features of a split (the transfer stage's inputs), kept in the
-disk cache where an earlier run on the same images and weights left them."""
+disk cache where an earlier run on the same images and weights left them. Under DDP each image's
+features are computed by one process and gathered into all."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from galaxytune.cache import file_digest, key_of, load_arrays, save_arrays
@@ -13,6 +15,8 @@ from galaxytune.config import Config
 from galaxytune.data.prepare import Prepared, disk_cache_folder
 from galaxytune.inference.predict import run_batches
 from galaxytune.models.backbone import GalaxyClassifier
+from galaxytune.training.processes import is_main_process, world
+from galaxytune.training.sharding import sharded
 
 
 class Features(nn.Module):
@@ -38,9 +42,20 @@ def split_features(cfg: Config, net: GalaxyClassifier, data: Prepared, split: st
         key = key_of("features", data.cache_key, split, [str(p) for p in dataset.paths], m.name, weights, m.kwargs,
                      net.mean.flatten().tolist(), net.std.flatten().tolist(), net.stretch, net.softening)
         entry = load_arrays(folder, "features", key)
-        if entry is not None:
+        if _everyone(entry is not None):
             return torch.from_numpy(entry["features"])
-    out = run_batches(Features(net), dataset, 128, f"features {split}", workers)
-    if cacheable:
+    out = sharded(lambda part: run_batches(Features(net), part, 128, f"features {split}", workers), dataset)
+    if cacheable and is_main_process():
         save_arrays(folder, "features", key, {"features": out.numpy()})
     return out
+
+
+def _everyone(found: bool) -> bool:
+    """Whether every process found its entry: the processes compute together or not at all (one
+    that missed the cache, e.g. on another node's disk, must not wait alone for the others)."""
+    size = world()[1]
+    if size == 1:
+        return found
+    everyone = [found] * size
+    dist.all_gather_object(everyone, found)  # an object collective: any backend, NCCL included
+    return all(everyone)

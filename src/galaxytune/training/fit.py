@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from galaxytune.errors import ConfigError
 from galaxytune.files import atomic_path
 from galaxytune.run_folder import RunFolder
 from galaxytune.training.loggers import finish_loggers, make_loggers
+from galaxytune.training.processes import is_main_process
 from galaxytune.training.progress import progress_callbacks
 
 
@@ -39,15 +39,6 @@ class FitStats:
     """Epochs run (early stopping may end a stage before its maximum)."""
     seconds: float
     """Wall time of the fit: training and the per-epoch validation passes."""
-
-
-def is_main_process() -> bool:
-    """Global rank 0, known before any Trainer exists. Lightning's launcher sets LOCAL_RANK for the
-    processes it starts; every node of a multi-node run is started with NODE_RANK (or RANK)."""
-    for name in ("RANK", "SLURM_PROCID"):
-        if name in os.environ:
-            return int(os.environ[name]) == 0
-    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
 def quiet_lightning() -> None:

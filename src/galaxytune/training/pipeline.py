@@ -24,9 +24,9 @@ from galaxytune.models.backbone import GalaxyClassifier, create_classifier
 from galaxytune.run_folder import RunFolder, process_facts
 from galaxytune.training.devices import inference_device, place
 from galaxytune.training.features import Features
-from galaxytune.training.fit import is_main_process
 from galaxytune.training.interrupt import RunInterrupted, interruptible
 from galaxytune.training.outputs import stage_table, write_outputs
+from galaxytune.training.processes import is_main_process, main_process_first, start_processes
 from galaxytune.training.stages import STAGES, RunContext, Stage, StageOutput, StageResult, class_weights
 
 __all__ = [
@@ -123,8 +123,10 @@ def resume_run(out_dir: str | Path) -> TrainResult:
 
 def _run(cfg: Config, folder: RunFolder, resume: bool) -> TrainResult:
     main = is_main_process()
+    start_processes(cfg.trainer)  # from here on, every stage can share its work among them
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    data = prepare(cfg.data, folder if main else None)
+    with main_process_first():  # the others then read the decoded images from the disk cache
+        data = prepare(cfg.data, folder if main else None)
     mirror_permutation(data.classes, cfg.finetune.mirror_swap)  # unknown class names stop the run now
     net = create_classifier(
         cfg.model.name, len(data.classes), cfg.model.weights, cfg.model.mean, cfg.model.std,

@@ -27,12 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler, Subset
 
-
-def world() -> tuple[int, int]:
-    """(rank, number of processes) of the process group; (0, 1) where there is none."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from galaxytune.training.processes import world
 
 
 def shuffled(n: int) -> list[int]:

@@ -37,8 +37,9 @@ from galaxytune.models.methods import method as finetune_method
 from galaxytune.run_folder import RunFolder
 from galaxytune.training.devices import place
 from galaxytune.training.features import split_features
-from galaxytune.training.fit import fit, is_main_process
+from galaxytune.training.fit import fit
 from galaxytune.training.module import ClassifierModule
+from galaxytune.training.processes import is_main_process
 from galaxytune.training.sharding import Shard, sharded
 
 log = logging.getLogger(__name__)
