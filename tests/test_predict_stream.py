@@ -136,3 +136,22 @@ def test_the_command_line_starts_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_decoding_workers_on_the_cpu_take_only_the_cores_the_network_leaves_free(model_and_images, monkeypatch):
+    import os
+
+    import torch
+
+    predictor = Predictor.load(model_and_images[0])
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert predictor.decoding_workers() == 0  # both cores run the network: decode in turn with it
+    assert predictor.decoding_workers(3) == 3  # asked for: given
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert predictor.decoding_workers() == 8
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert predictor.decoding_workers() == 8  # at most 8, as everywhere
+    predictor.device = torch.device("cuda")  # the network on a GPU: decoding has the CPUs
+    assert predictor.decoding_workers() == 8

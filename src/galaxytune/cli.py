@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict only part I of N (0 <= I < N) of the images, listed in a fixed order; "
                         "the N CSVs concatenated in order (header once) are the rows of one run")
     p.add_argument("--batch-size", type=int, default=64, help="images decoded and predicted at a time (default: 64)")
-    p.add_argument("--workers", type=int, default=-1, help="image decoding processes (default: CPUs - 1, at most 8)")
+    p.add_argument("--workers", type=int, default=-1,
+                   help="image decoding processes (default: with a GPU, CPUs - 1, at most 8; on the CPU, "
+                        "the cores that its threads leave free)")
     p.add_argument("--device", help="where a PyTorch model runs, e.g. cpu, cuda, cuda:1 (default: cuda if there is "
                                     "one, else cpu); an .onnx model runs on the CPU")
     _add_columns(p)

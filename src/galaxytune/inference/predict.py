@@ -127,6 +127,15 @@ class Predictor:
             paths = [p for p in paths if not is_other_band(p, self.info.fits_config)]
         return paths
 
+    def decoding_workers(self, requested: int = -1) -> int:
+        """``requested`` (>= 0), else: with the network on a GPU, CPUs - 1 (at most 8); on the CPU,
+        only the cores that the network's own threads leave free. On 2 cores, one decoding worker
+        beside PyTorch's 2 threads made prediction 0.7-0.85x a plain loop that decodes in turn with
+        the network (docs/benchmarks.md); decoding in this process matched it."""
+        if requested >= 0 or self.device.type != "cpu":
+            return default_workers(requested)
+        return min(default_workers(), max(0, (os.cpu_count() or 1) - torch.get_num_threads()))
+
     def stream(self, paths: list[Path], batch_size: int = 64, workers: int = -1,
                tta: bool | None = None) -> Iterator[PredictedBatch]:
         """Predictions for ``paths`` (image files, see :meth:`image_paths`) one batch at a time:
@@ -134,7 +143,7 @@ class Predictor:
         workers read at most a couple of batches ahead)."""
         rule = self.info.rule
         decoded = iter_decoded(
-            paths, self.info.image_size, self.info.center_crop, default_workers(workers), batch_size, "predict",
+            paths, self.info.image_size, self.info.center_crop, self.decoding_workers(workers), batch_size, "predict",
             self.info.fits_config,
         )
         try:
