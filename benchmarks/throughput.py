@@ -252,9 +252,10 @@ def main() -> None:
           f"CPUs {os.cpu_count()}", flush=True)
     training: list[dict] = []
     held_out = 64
-    data = labelled_folder(work / "folder", paths, held_out)
+    trains = not {"train-naive", "train"} <= set(args.skip)
+    data = labelled_folder(work / "folder", paths, held_out) if trains else None
     trained = (len(paths) - 2 * held_out) * args.epochs
-    for size in args.sizes:
+    for size in args.sizes if trains else []:
         common = (trained, training, size)
         if "train-naive" not in args.skip:
             timed("naive timm + PIL loop", *common, naive_training, args.arch, args.weights, paths[2 * held_out:],
@@ -265,7 +266,8 @@ def main() -> None:
                   args.arch, args.weights, size, args.epochs, args.batch_size, facts)
             training.append({**training[-1], "method": "galaxytune finetune fit alone", "rss": float("nan"),
                              "seconds": facts["fit"], "rate": trained / facts["fit"]})
-    print_table(f"Training, {args.epochs} epochs of {len(paths) - 2 * held_out} cutouts", training)
+    if trains:
+        print_table(f"Training, {args.epochs} epochs of {len(paths) - 2 * held_out} cutouts", training)
 
     results: list[dict] = []
     for size in args.sizes:
