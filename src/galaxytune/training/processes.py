@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import torch.distributed as dist
+from lightning.fabric import Fabric
+from lightning.fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from galaxytune.config import TrainerConfig
 
@@ -45,9 +47,7 @@ def start_processes(trainer: TrainerConfig) -> None:
     than one process and no group exists yet; nothing otherwise."""
     if world()[1] > 1:
         return
-    from lightning.fabric import Fabric  # only a run that may need processes pays for the import
-    from lightning.fabric.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-
+    # Lightning reads the settings as its Trainer will (e.g. devices 'auto' on a machine with GPUs).
     fabric = Fabric(accelerator=trainer.accelerator, devices=trainer.devices, strategy=trainer.strategy,
                     num_nodes=trainer.num_nodes)
     # Spawning strategies (ddp_spawn, ...) run a function in new processes, not the whole run:
