@@ -260,3 +260,49 @@ def test_mixup_blends_each_image_with_its_partner_and_trains(tmp_path, weights_f
     logged = [r for r in csv.DictReader(open(run / "logs" / "finetune" / "metrics.csv")) if r.get("train_loss")]
     assert logged and all(math.isfinite(float(r["train_loss"])) and float(r["train_question_loss"]) > 0
                           for r in logged)
+
+
+def test_learning_rate_sweep_restores_the_weights_and_suggests_a_rate(tmp_path):
+    from galaxytune.training.lr_finder import HIGHEST, LOWEST, SWEEP_STEPS, find_lr
+    from galaxytune.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 12), torch.randint(0, 3, (64,))
+    net = torch.nn.Linear(12, 3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    module = ClassifierModule(net, 3, [{"params": list(net.parameters()), "lr": 1e-3, "weight_decay": 0.0}])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True)
+    sweep = find_lr(module, loader, load_config().trainer, tmp_path)
+    assert LOWEST <= sweep.suggestion <= HIGHEST and sweep.suggestion in sweep.rates
+    assert 10 < len(sweep.rates) == len(sweep.losses) <= SWEEP_STEPS
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+    assert not list(tmp_path.glob("*.ckpt"))  # Lightning's temporary copy of the weights is gone
+
+
+def test_learning_rate_sweep_refuses_several_processes(tmp_path, monkeypatch):
+    """Each process would sweep its own share and suggest its own rate: refused, with what to do."""
+    import galaxytune.training.lr_finder as lr_finder
+
+    monkeypatch.setattr(lr_finder, "world", lambda: (0, 2))
+    with pytest.raises(ConfigError, match="set finetune.lr"):
+        lr_finder.find_lr(None, None, load_config().trainer, tmp_path)
+
+
+def test_learning_rate_sweep_sets_the_finetune_peak_rate(tmp_path, weights_file):
+    """finetune.find_lr: the suggested rate replaces finetune.lr (here absurdly high, so that a
+    run that ignored the sweep would show it) and the sweep is in the stage's note and the report."""
+    write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(run), "--weights", str(weights_file), *FAST,
+                 "finetune.find_lr=true", "finetune.lr=50", "finetune.epochs=1", "finetune.warmup_epochs=0",
+                 "finetune.guard=false", "decision.enabled=false", "decision.tta=false"]) == 0
+    note = next(s for s in json.loads((run / "stages.json").read_text()) if s["stage"] == "finetune")["note"]
+    suggested = float(note.split("peak rate ")[1].split(" ")[0])
+    # One epoch of cosine decay from the peak, no warm-up: the epoch's mean rate over its n steps
+    # is peak * (1/2 + 1/(2n)) (the top group's rate is the one logged).
+    n_train = sum(row["split"] == "train" for row in csv.DictReader(open(run / "splits.csv")))
+    steps = n_train // 16
+    logged = [float(r["lr"]) for r in csv.DictReader(open(run / "logs" / "finetune" / "metrics.csv")) if r.get("lr")]
+    assert logged == [pytest.approx(suggested * (0.5 + 0.5 / steps), rel=0.01)]
+    assert (run / "plots" / "lr_sweep.png").is_file()
+    assert "learning-rate sweep before finetuning" in (run / "report.html").read_text()

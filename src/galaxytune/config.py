@@ -300,6 +300,13 @@ class FinetuneConfig:
                                 at_least=0, at_most=100)
     """Lightning's WeightAveraging with an exponential average, its decay set from the epoch length
     (galaxytune.training.fit.EpochEMA). Early stopping and the best checkpoint see the average."""
+    find_lr: bool = setting(False, "Before finetuning, sweep the learning rate up over 100 training steps "
+                                   "(Lightning's Tuner.lr_find) and use the rate where the loss fell fastest in "
+                                   "place of finetune.lr; the layer decay below it is kept.")
+    """Single-process runs only. The sweep and its suggestion go to plots/lr_sweep.png and the
+    finetune stage's note. After a transfer stage the head is already trained and the sweep's loss
+    only climbs: on FIRST it suggested rates a hundred times below the preset's, which lost
+    (docs/benchmarks.md). Meant for a head that starts untrained (transfer.enabled=false)."""
     question_weight: float = setting(
         0.5, "Weight of the Galaxy Zoo question head's loss beside the class loss; 0: the class head alone.",
         at_least=0, at_most=100)

@@ -66,6 +66,22 @@ def training_curves(rows: list[dict], stage: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def lr_sweep(rates: list[float], losses: list[float], suggestion: float, path: Path) -> Path:
+    """The learning-rate range test: smoothed training loss against the swept rate, and the rate
+    it suggested (galaxytune.training.lr_finder)."""
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
+    ax.plot(rates, losses, color="tab:blue")
+    ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (every layer group)")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title("finetune: learning-rate sweep")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
 @_literal_text
 def confusion_matrices(cm: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
     """Counts beside row-normalised rates (rows: true class), so rare classes stay visible."""

@@ -34,10 +34,12 @@ from galaxytune.models.backbone import GalaxyClassifier
 from galaxytune.models.freezing import prepare_finetune
 from galaxytune.models.lora import merge, save_adapter
 from galaxytune.models.methods import method as finetune_method
+from galaxytune.report.plots import lr_sweep
 from galaxytune.run_folder import RunFolder
 from galaxytune.training.devices import place
 from galaxytune.training.features import split_features
 from galaxytune.training.fit import fit
+from galaxytune.training.lr_finder import find_lr
 from galaxytune.training.module import ClassifierModule
 from galaxytune.training.processes import is_main_process
 from galaxytune.training.sharding import Shard, sharded
@@ -193,14 +195,15 @@ def run_finetune(run: RunContext, net: GalaxyClassifier, data: Prepared, incomin
     log.info(f"finetune ({fc.method}): {n_trainable:,} of {sum(p.numel() for p in tuned.parameters()):,} "
              "parameters trainable")
     train_set, val_set = data.sets["train"], data.sets["val"]
-    stats = fit(_finetune_module(cfg, trained, data, groups, questions),
-                _loader(train_set, fc.batch_size, True, image_workers(cfg, train_set)),
+    train_loader = _loader(train_set, fc.batch_size, True, image_workers(cfg, train_set))
+    found = _find_lr(run, trained, data, groups, questions, train_loader) if fc.find_lr else ""
+    stats = fit(_finetune_module(cfg, trained, data, groups, questions), train_loader,
                 _loader(val_set, 128, False, image_workers(cfg, val_set)),
                 run.folder, "finetune", fc.epochs, fc.patience, cfg.trainer, run.resume, fc.ema_epochs)
     adapter_bytes = _save_adapter(run, trained) if trained is not tuned else None
     tuned = _plain_network(tuned, trained, run.device)
     val_logits = _logits(run, tuned, data, "val", "predict val")
-    facts = dict(epochs=stats.epochs, fit_seconds=stats.seconds, trainable_params=n_trainable)
+    facts = dict(epochs=stats.epochs, fit_seconds=stats.seconds, trainable_params=n_trainable, note=found)
     beat = None
     if incoming is not None:
         beat = val_score(val_logits, val_set, cfg) > val_score(incoming.val_logits, val_set, cfg)
@@ -235,6 +238,27 @@ def _finetune_module(cfg: Config, trained: nn.Module, data: Prepared, groups: li
     )
 
 
+def _find_lr(run: RunContext, trained: nn.Module, data: Prepared, groups: list[dict], questions: dict | None,
+             train_loader: DataLoader) -> str:
+    """The learning-rate sweep (finetune.find_lr): scales every group's rate so that the top
+    group's peak is the suggested rate (the layer decay below it is kept), plots the sweep, and
+    says what it chose."""
+    fc = run.cfg.finetune
+    if run.resume and run.folder.last_checkpoint("finetune").is_file():
+        return "learning-rate sweep: the rates of the interrupted fit, restored from its checkpoint"
+    # The sweep rewrites its optimizer's groups: it gets copies, and a module of its own.
+    sweep_groups = [dict(g) for g in groups]
+    sweep = find_lr(_finetune_module(run.cfg, trained, data, sweep_groups, questions), train_loader,
+                    run.cfg.trainer, run.folder.checkpoints)
+    for group in groups:
+        group["lr"] *= sweep.suggestion / fc.lr
+    if is_main_process():
+        lr_sweep(sweep.rates, sweep.losses, sweep.suggestion, run.folder.plots / "lr_sweep.png")
+    note = f"learning-rate sweep: peak rate {sweep.suggestion:.3g} (finetune.lr {fc.lr:.3g} not used)"
+    log.info(f"finetune: {note}.")
+    return note
+
+
 def _save_adapter(run: RunContext, trained: nn.Module) -> int | None:
     """The LoRA adapter and head in ``models/lora_adapter``; their size in bytes."""
     if not is_main_process():
@@ -259,12 +283,13 @@ def _plain_network(tuned: GalaxyClassifier, trained: nn.Module, device: torch.de
 def _keep_incoming(run: RunContext, net: GalaxyClassifier, incoming: StageOutput, adapter_bytes: int | None,
                    facts: dict) -> StageResult:
     """The guard: the incoming network and outputs stand, and this stage says so."""
-    note = f"no finetuned epoch beat the {incoming.name} stage on validation: its weights are kept (finetune.guard)"
-    log.info(f"finetune: {note}.")
+    kept = f"no finetuned epoch beat the {incoming.name} stage on validation: its weights are kept (finetune.guard)"
+    log.info(f"finetune: {kept}.")
     if adapter_bytes is not None:  # an adapter of weights the run does not keep would mislead
         shutil.rmtree(run.folder.models / "lora_adapter")
+    facts = facts | {"note": "; ".join(filter(None, (facts["note"], kept)))}  # after the LR sweep's, if any
     return StageResult(net, StageOutput("finetune", incoming.val_logits, incoming.test_logits, beat_incoming=False,
-                                        kept_incoming=True, note=note, **facts))
+                                        kept_incoming=True, **facts))
 
 
 def class_weights(targets: torch.Tensor, n_classes: int, rule: str) -> torch.Tensor | None:
