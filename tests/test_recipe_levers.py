@@ -1,6 +1,7 @@
 """The recipe's levers: every Galaxy Zoo answer as extra supervision, sky augmentation, the input
 stretch, progressive resizing, the out-of-bag check of the decision rule, TTA chosen on
-validation, split folders, and the disk cache of decoded images and features."""
+validation, split folders, the disk cache of decoded images and features, and the learning-rate
+sweep."""
 
 from __future__ import annotations
 
@@ -272,7 +273,9 @@ def test_learning_rate_sweep_restores_the_weights_and_suggests_a_rate(tmp_path):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     module = ClassifierModule(net, 3, [{"params": list(net.parameters()), "lr": 1e-3, "weight_decay": 0.0}])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True)
+    rng = torch.get_rng_state()
     sweep = find_lr(module, loader, load_config().trainer, tmp_path)
+    assert torch.equal(torch.get_rng_state(), rng)  # the fit after it draws what it would have drawn
     assert LOWEST <= sweep.suggestion <= HIGHEST and sweep.suggestion in sweep.rates
     assert 10 < len(sweep.rates) == len(sweep.losses) <= SWEEP_STEPS
     assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())

@@ -305,7 +305,7 @@ class FinetuneConfig:
                                    "place of finetune.lr; the layer decay below it is kept.")
     """Single-process runs only. The sweep and its suggestion go to plots/lr_sweep.png and the
     finetune stage's note. After a transfer stage the head is already trained and the sweep's loss
-    only climbs: on FIRST it suggested rates a hundred times below the preset's, which lost
+    never falls: on FIRST it suggested rates a hundred times below the preset's, which lost
     (docs/benchmarks.md). Meant for a head that starts untrained (transfer.enabled=false)."""
     question_weight: float = setting(
         0.5, "Weight of the Galaxy Zoo question head's loss beside the class loss; 0: the class head alone.",
