@@ -48,6 +48,7 @@ class RunFolder:
         self.checkpoints = p / "checkpoints"
         self.models = p / "models"
         self.plots = p / "plots"
+        self.lr_sweep_plot = self.plots / "lr_sweep.png"  # finetune.find_lr; the report shows it
         self.state_file = p / "state.json"
         self.lock_file = p / ".lock"
 

@@ -167,8 +167,8 @@ def _training_curves(folder: RunFolder, rows: list[dict]) -> str:
               f"training curves, {s}")
         for s in stages if s in STAGES  # known names only: they become file names
     ]
-    if (folder.plots / "lr_sweep.png").is_file():  # written by the finetune stage (finetune.find_lr)
-        images.append(_plot(folder.plots / "lr_sweep.png", "learning-rate sweep before finetuning"))
+    if folder.lr_sweep_plot.is_file():
+        images.append(_plot(folder.lr_sweep_plot, "learning-rate sweep before finetuning"))
     return section("Training curves", *(images or [note("No per-epoch metrics were recorded.")]))
 
 

@@ -51,6 +51,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
     # Validation metrics are torchmetrics, summed over the processes when computed (ClassifierModule).
     warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+    # The learning-rate sweep (training.lr_finder) trains without validating.
+    warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`.*")
     # Frozen BatchNorm layers are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 

@@ -3,7 +3,6 @@ up over a number of training steps, and the steepest fall of the loss suggests t
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +41,6 @@ def find_lr(module: ClassifierModule, train_loader: DataLoader, trainer_cfg: Tra
         raise ConfigError("finetune.find_lr runs in a single process: find the rate with a one-process run (the "
                           "suggestion is in its stages.json) and set finetune.lr to it for the multi-process run.")
     quiet_lightning()
-    # SWEEP_STEPS training steps, never validated.
-    warnings.filterwarnings("ignore", message=r".*`validation_step` but have no `val_dataloader`.*")
     trainer = L.Trainer(
         max_epochs=-1, max_steps=SWEEP_STEPS, accelerator=trainer_cfg.accelerator, devices=1,
         precision=trainer_cfg.precision, default_root_dir=workdir, logger=False, enable_checkpointing=False,

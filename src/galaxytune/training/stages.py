@@ -253,7 +253,7 @@ def _find_lr(run: RunContext, trained: nn.Module, data: Prepared, groups: list[d
     for group in groups:
         group["lr"] *= sweep.suggestion / fc.lr
     if is_main_process():
-        lr_sweep(sweep.rates, sweep.losses, sweep.suggestion, run.folder.plots / "lr_sweep.png")
+        lr_sweep(sweep.rates, sweep.losses, sweep.suggestion, run.folder.lr_sweep_plot)
     note = f"learning-rate sweep: peak rate {sweep.suggestion:.3g} (finetune.lr {fc.lr:.3g} not used)"
     log.info(f"finetune: {note}.")
     return note
