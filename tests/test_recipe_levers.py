@@ -1,5 +1,5 @@
 """The recipe's levers: every Galaxy Zoo answer as extra supervision, sky augmentation, the input
-stretch, progressive resizing, the out-of-bag check of the decision rule, TTA chosen on
+stretch, progressive resizing, mixup and CutMix, the out-of-bag check of the decision rule, TTA chosen on
 validation, split folders, the disk cache of decoded images and features, and the learning-rate
 sweep."""
 
@@ -261,6 +261,28 @@ def test_mixup_blends_each_image_with_its_partner_and_trains(tmp_path, weights_f
     logged = [r for r in csv.DictReader(open(run / "logs" / "finetune" / "metrics.csv")) if r.get("train_loss")]
     assert logged and all(math.isfinite(float(r["train_loss"])) and float(r["train_question_loss"]) > 0
                           for r in logged)
+
+
+def test_cutmix_pastes_a_box_of_the_partner_and_weighs_targets_by_area(tmp_path, weights_file):
+    from galaxytune.training.module import cut_batch
+
+    torch.manual_seed(1)
+    x = torch.stack([torch.full((3, 8, 8), v, dtype=torch.uint8) for v in (0, 51, 102, 255)])
+    for _ in range(20):
+        cut, lam, partner = cut_batch(x, 1.0)
+        assert cut.dtype == x.dtype and sorted(partner.tolist()) == [0, 1, 2, 3]
+        from_partner = (cut == x[partner]) & (x[partner] != x)  # pixels that came from the partner
+        for i in range(4):
+            if partner[i] != i:  # the pasted share is 1 - lam, the weight of the partner's target
+                assert from_partner[i, 0].float().mean().item() == pytest.approx(1 - lam)
+        assert 0 <= lam <= 1 and torch.equal(from_partner[:, 0], from_partner[:, 2])  # every channel alike
+    # Both mixers set: each batch takes one of them; the vote counts are mixed alike.
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(_gz2_table(tmp_path / "data")), "--out", str(run), "--weights",
+                 str(weights_file), *FAST, "data.label_column=derived_class", "finetune.cutmix=1.0",
+                 "finetune.mixup=0.4", "finetune.guard=false"]) == 0
+    logged = [r for r in csv.DictReader(open(run / "logs" / "finetune" / "metrics.csv")) if r.get("train_loss")]
+    assert logged and all(math.isfinite(float(r["train_loss"])) for r in logged)
 
 
 def test_learning_rate_sweep_restores_the_weights_and_suggests_a_rate(tmp_path):

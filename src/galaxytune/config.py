@@ -295,6 +295,9 @@ class FinetuneConfig:
     mixup: float = setting(0.0, "Mixup: blend each training batch with a shuffled copy of itself by a weight drawn "
                                 "from Beta(mixup, mixup) (e.g. 0.2), targets blended alike; 0: off.",
                            at_least=0, at_most=10)
+    cutmix: float = setting(0.0, "CutMix: paste a random box of a shuffled copy of each training batch, its area "
+                                 "drawn from Beta(cutmix, cutmix) (e.g. 1.0), targets mixed by area; with mixup "
+                                 "too, each batch takes one of the two; 0: off.", at_least=0, at_most=10)
     ema_epochs: float = setting(0.0, "Validate and keep an exponential moving average of the weights over about "
                                      "this many recent epochs instead of the raw weights; 0: off.",
                                 at_least=0, at_most=100)

@@ -35,6 +35,23 @@ def mix_batch(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, float, torch
     return lam * x + (1 - lam) * x[partner], lam, partner
 
 
+def cut_batch(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """CutMix (Yun et al. 2019): a box of each image replaced by the same box of another of the
+    batch. The box covers a share 1 - lam of the image, lam drawn from Beta(alpha, alpha), at a
+    random centre and clipped at the edges; the returned weight is the share actually kept, so
+    that the loss mixes the targets by area. The image, the weight and the partner of each image."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(len(x), device=x.device)
+    h, w = x.shape[-2:]
+    cut_h, cut_w = round(h * math.sqrt(1 - lam)), round(w * math.sqrt(1 - lam))
+    cy, cx = (int(torch.randint(n, (1,))) for n in (h, w))
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
+    x = x.clone()
+    x[..., top:bottom, left:right] = x[partner][..., top:bottom, left:right]
+    return x, 1 - (bottom - top) * (right - left) / (h * w), partner
+
+
 class ClassifierModule(L.LightningModule):
     def __init__(
         self,
@@ -53,6 +70,7 @@ class ClassifierModule(L.LightningModule):
         start_epochs: int = 0,
         class_weights: torch.Tensor | None = None,
         mixup: float = 0.0,
+        cutmix: float = 0.0,
     ):
         """``mirror``: the class each class becomes under a mirror flip (see
         :func:`galaxytune.data.transforms.mirror_permutation`); None: every label is kept.
@@ -66,7 +84,9 @@ class ClassifierModule(L.LightningModule):
         ``class_weights``: per-class weights of the training loss (rare classes count more); the
         validation loss, which early stopping may follow, stays unweighted. ``mixup``: the alpha
         of the Beta distribution that mixes each training batch with a shuffled copy of itself
-        (images, class targets and vote counts alike); 0: off."""
+        (images, class targets and vote counts alike); 0: off. ``cutmix``: the same alpha for
+        CutMix, which pastes a box of the partner instead of blending; with both set, each batch
+        takes one of the two at random (as timm's Mixup does)."""
         super().__init__()
         self.net = net
         self.param_groups = param_groups
@@ -74,7 +94,7 @@ class ClassifierModule(L.LightningModule):
         self.augment, self.batchnorm, self.sky = augment, batchnorm, sky
         self.questions, self.channels_last = questions, channels_last
         self.start_size, self.start_epochs = start_size, start_epochs
-        self.mixup = mixup
+        self.mixers = [(mix, alpha) for mix, alpha in ((mix_batch, mixup), (cut_batch, cutmix)) if alpha > 0]
         self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
         self.val_loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # A buffer, so that it follows the module to the device; not saved in checkpoints.
@@ -139,8 +159,9 @@ class ClassifierModule(L.LightningModule):
         if self.augment:
             x, y = self.augment_batch(x, y)
         lam, partner = 1.0, None
-        if self.mixup > 0:
-            x, lam, partner = mix_batch(x, self.mixup)
+        if self.mixers:
+            mix, alpha = self.mixers[int(torch.randint(len(self.mixers), (1,)))]
+            x, lam, partner = mix(x, alpha)
             counts = None if counts is None else lam * counts + (1 - lam) * counts[partner]
         question_term = 0.0
         if self.questions and counts is not None:

@@ -234,7 +234,7 @@ def _finetune_module(cfg: Config, trained: nn.Module, data: Prepared, groups: li
         questions=questions, channels_last=cfg.trainer.channels_last,
         start_size=fc.start_size, start_epochs=round(fc.start_fraction * fc.epochs),
         class_weights=class_weights(data.sets["train"].targets, len(data.classes), fc.class_weights),
-        mixup=fc.mixup,
+        mixup=fc.mixup, cutmix=fc.cutmix,
     )
 
 
