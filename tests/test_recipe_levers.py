@@ -263,6 +263,36 @@ def test_mixup_blends_each_image_with_its_partner_and_trains(tmp_path, weights_f
                           for r in logged)
 
 
+def test_early_stopping_waits_for_the_full_size_epochs(tmp_path):
+    """Progressive resizing: the shrunk epochs, which full-size validation scores low, do not
+    count towards the patience. Here the validation score falls every epoch."""
+    import lightning as L
+
+    from galaxytune.training.fit import EarlyStoppingFrom
+
+    class Falling(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - 1).pow(2).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("score", -float(self.current_epoch))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
+    for first, epochs_run in ((0, 2), (3, 5)):
+        trainer = L.Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path,
+                            callbacks=[EarlyStoppingFrom(first, monitor="score", mode="max", patience=1)])
+        trainer.fit(Falling(), loader, loader)
+        assert trainer.current_epoch == epochs_run  # best at epoch `first`, one more epoch of patience
+
+
 def test_cutmix_pastes_a_box_of_the_partner_and_weighs_targets_by_area(tmp_path, weights_file):
     from galaxytune.training.module import cut_batch
 

@@ -292,8 +292,8 @@ class FinetuneConfig:
     start_size: int = setting(0, "Progressive resizing: the first start_fraction of the epochs train on images "
                                  "shrunk to this many pixels; 0: off.", at_least=0, at_most="data.image_size")
     start_fraction: float = setting(0.5, "Share of the epochs trained at start_size.", at_least=0, at_most=1)
-    """Early stopping counts the shrunk epochs too, and they score low at full-size validation: on
-    gz2 a run stopped in its 64 px phase (docs/benchmarks.md). Set finetune.patience above them."""
+    """Early stopping starts counting at the first full-size epoch: the shrunk ones score low at
+    full-size validation (on gz2 they used up the patience before it counted only full size)."""
     mixup: float = setting(0.0, "Mixup: blend each training batch with a shuffled copy of itself by a weight drawn "
                                 "from Beta(mixup, mixup) (e.g. 0.2), targets blended alike; 0: off.",
                            at_least=0, at_most=10)

@@ -68,6 +68,24 @@ class RunState(Callback):
             self.folder.update_state(stage=self.stage, epoch=trainer.current_epoch + 1, epochs=self.epochs)
 
 
+class EarlyStoppingFrom(EarlyStopping):
+    """Early stopping that starts counting at epoch ``first_epoch`` (0-based). Progressive
+    resizing's shrunk epochs score low at full-size validation; counted, they can use up the
+    patience before the first full-size epoch (on gz2 they did, docs/benchmarks.md)."""
+
+    def __init__(self, first_epoch: int, **kwargs):
+        super().__init__(**kwargs)
+        self.first_epoch = first_epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch >= self.first_epoch:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch >= self.first_epoch:
+            super().on_validation_end(trainer, pl_module)
+
+
 def fit(
     module: L.LightningModule,
     train_loader: DataLoader,
@@ -79,6 +97,7 @@ def fit(
     trainer_cfg: TrainerConfig,
     resume: bool = False,
     ema_epochs: float = 0.0,
+    patience_from: int = 0,
 ) -> FitStats:
     """Train ``module`` and load its best weights (by the validation metric) back into it.
 
@@ -86,6 +105,7 @@ def fit(
     interrupted fit from its last finished epoch (optimizer, schedule and early stopping included).
     ``ema_epochs`` > 0: validation, early stopping and the best checkpoint see a moving average of
     the weights over about that many epochs, and the average is what the module keeps.
+    ``patience_from``: the first epoch (0-based) that early stopping counts.
     """
     quiet_lightning()
     ensure_console_logging()
@@ -101,7 +121,7 @@ def fit(
     last = folder.last_checkpoint(stage)
     latest = ModelCheckpoint(dirpath=last.parent, filename=last.stem, save_top_k=1, enable_version_counter=False)
     bar, progress = progress_callbacks(trainer_cfg, stage, monitor, mode, patience)
-    callbacks = [checkpoint, latest, EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+    callbacks = [checkpoint, latest, EarlyStoppingFrom(patience_from, monitor=monitor, mode=mode, patience=patience),
                  RunState(folder, stage, epochs), *progress, *averaging]
     resume_from = last if resume and last.is_file() else None
     if resume_from is not None and is_main_process():

@@ -197,9 +197,10 @@ def run_finetune(run: RunContext, net: GalaxyClassifier, data: Prepared, incomin
     train_set, val_set = data.sets["train"], data.sets["val"]
     train_loader = _loader(train_set, fc.batch_size, True, image_workers(cfg, train_set))
     found = _find_lr(run, trained, data, groups, questions, train_loader) if fc.find_lr else ""
-    stats = fit(_finetune_module(cfg, trained, data, groups, questions), train_loader,
-                _loader(val_set, 128, False, image_workers(cfg, val_set)),
-                run.folder, "finetune", fc.epochs, fc.patience, cfg.trainer, run.resume, fc.ema_epochs)
+    module = _finetune_module(cfg, trained, data, groups, questions)
+    stats = fit(module, train_loader, _loader(val_set, 128, False, image_workers(cfg, val_set)),
+                run.folder, "finetune", fc.epochs, fc.patience, cfg.trainer, run.resume, fc.ema_epochs,
+                patience_from=module.start_epochs if module.start_size else 0)
     adapter_bytes = _save_adapter(run, trained) if trained is not tuned else None
     tuned = _plain_network(tuned, trained, run.device)
     val_logits = _logits(run, tuned, data, "val", "predict val")
