@@ -292,8 +292,8 @@ class FinetuneConfig:
     start_size: int = setting(0, "Progressive resizing: the first start_fraction of the epochs train on images "
                                  "shrunk to this many pixels; 0: off.", at_least=0, at_most="data.image_size")
     start_fraction: float = setting(0.5, "Share of the epochs trained at start_size.", at_least=0, at_most=1)
-    """Early stopping starts counting at the first full-size epoch: the shrunk ones score low at
-    full-size validation (on gz2 they used up the patience before it counted only full size)."""
+    """Early stopping starts counting at the first full-size epoch: validated at full size, the
+    shrunk epochs score low, and on gz2 they used up the patience before any full-size epoch."""
     mixup: float = setting(0.0, "Mixup: blend each training batch with a shuffled copy of itself by a weight drawn "
                                 "from Beta(mixup, mixup) (e.g. 0.2), targets blended alike; 0: off.",
                            at_least=0, at_most=10)

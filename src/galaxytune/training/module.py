@@ -48,7 +48,7 @@ def cut_batch(x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, float, torch
     top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
     left, right = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
     x = x.clone()
-    x[..., top:bottom, left:right] = x[partner][..., top:bottom, left:right]
+    x[..., top:bottom, left:right] = x[partner, ..., top:bottom, left:right]
     return x, 1 - (bottom - top) * (right - left) / (h * w), partner
 
 

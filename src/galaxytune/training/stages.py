@@ -200,7 +200,7 @@ def run_finetune(run: RunContext, net: GalaxyClassifier, data: Prepared, incomin
     module = _finetune_module(cfg, trained, data, groups, questions)
     stats = fit(module, train_loader, _loader(val_set, 128, False, image_workers(cfg, val_set)),
                 run.folder, "finetune", fc.epochs, fc.patience, cfg.trainer, run.resume, fc.ema_epochs,
-                patience_from=module.start_epochs if module.start_size else 0)
+                patience_from=module.start_epochs)
     adapter_bytes = _save_adapter(run, trained) if trained is not tuned else None
     tuned = _plain_network(tuned, trained, run.device)
     val_logits = _logits(run, tuned, data, "val", "predict val")
@@ -233,7 +233,7 @@ def _finetune_module(cfg: Config, trained: nn.Module, data: Prepared, groups: li
         mirror=mirror_permutation(data.classes, fc.mirror_swap),
         sky=sky if (sky["any_angle"] or fc.zoom or fc.shift) else None,
         questions=questions, channels_last=cfg.trainer.channels_last,
-        start_size=fc.start_size, start_epochs=round(fc.start_fraction * fc.epochs),
+        start_size=fc.start_size, start_epochs=round(fc.start_fraction * fc.epochs) if fc.start_size else 0,
         class_weights=class_weights(data.sets["train"].targets, len(data.classes), fc.class_weights),
         mixup=fc.mixup, cutmix=fc.cutmix,
     )
