@@ -293,7 +293,9 @@ class FinetuneConfig:
                                  "shrunk to this many pixels; 0: off.", at_least=0, at_most="data.image_size")
     start_fraction: float = setting(0.5, "Share of the epochs trained at start_size.", at_least=0, at_most=1)
     """Early stopping starts counting at the first full-size epoch: validated at full size, the
-    shrunk epochs score low, and on gz2 they used up the patience before any full-size epoch."""
+    shrunk epochs score low, and on gz2 they used up the patience before any full-size epoch.
+    With that fixed, 64 px for half of gz2's 16 epochs saved 1-3 min a run and lost validation
+    accuracy and macro-F1 on every seed (docs/benchmarks.md): off in every preset."""
     mixup: float = setting(0.0, "Mixup: blend each training batch with a shuffled copy of itself by a weight drawn "
                                 "from Beta(mixup, mixup) (e.g. 0.2), targets blended alike; 0: off.",
                            at_least=0, at_most=10)
