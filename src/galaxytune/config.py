@@ -219,8 +219,12 @@ class DataConfig:
 class ModelConfig:
     """The pretrained network."""
 
-    name: str = setting("mobilenetv1_100", "timm model name.")
-    weights: str = setting("hub", "'hub' (timm's pretrained weights), 'none' (random init) or a local file path.")
+    name: str = setting("mobilenetv1_100", "timm model name; or hf-hub:OWNER/REPO, a timm model on the Hugging "
+                                           "Face Hub (e.g. Zoobot's galaxy-pretrained "
+                                           "hf-hub:mwalmsley/zoobot-encoder-convnext_nano); or local-dir:FOLDER, "
+                                           "a copy of such a repo (its config.json and weights file).")
+    weights: str = setting("hub", "'hub' (the name's pretrained weights: timm's, the Hub repo's or the folder's), "
+                                  "'none' (random init) or a local file path.")
     mean: list[float] | None = setting(None, "Input normalisation mean; null: the one the weights' timm config "
                                              "declares.", check=_three_numbers_or_none,
                                        allowed="null or three numbers, e.g. [0.5, 0.5, 0.5]")

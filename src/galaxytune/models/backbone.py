@@ -1,5 +1,10 @@
 """Create a timm backbone with a new head, from hub weights, a local file, or none.
 
+``model.name`` is a timm registry name (``convnext_nano``), a Hugging Face Hub repo
+(``hf-hub:mwalmsley/zoobot-encoder-convnext_nano``, Zoobot's galaxy-pretrained encoders among
+them) or a local copy of one (``local-dir:/path/to/folder`` holding its ``config.json`` and
+weights file), as timm's ``create_model`` reads them.
+
 The network takes images scaled to [0, 1] (or uint8) and normalises them itself, with the
 mean and std that its weights expect, so that every caller (training, prediction, ONNX) feeds
 the same thing and normalisation cannot be forgotten or applied twice.
@@ -15,8 +20,10 @@ from typing import Any
 
 import timm
 import torch
+from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 
+from galaxytune.cache import file_digest
 from galaxytune.errors import ModelError
 
 
@@ -92,6 +99,63 @@ def _unknown_model(name: str) -> ModelError:
     return ModelError(f"timm has no model named '{name}'.{hint}")
 
 
+def model_source(name: str) -> tuple[str | None, str]:
+    """('hf-hub', repo id), ('local-dir', folder) or (None, registry name); a clear error for a
+    name timm cannot place."""
+    try:
+        source, model_id = timm.models.parse_model_name(name)
+    except ValueError as exc:  # e.g. a repo id or a path without its prefix
+        raise ModelError(f"model.name: {exc}") from None
+    if source is None and not timm.is_model(name):
+        raise _unknown_model(name)
+    if source == "local-dir" and not (Path(model_id).expanduser() / "config.json").is_file():
+        raise ModelError(
+            f"model.name={name}: {Path(model_id).expanduser() / 'config.json'} does not exist. A local-dir "
+            "folder is a copy of a Hub model repo: its config.json and its weights file "
+            "(model.safetensors or pytorch_model.bin)."
+        )
+    return source, model_id
+
+
+def weights_identity(name: str, weights: str) -> str:
+    """What the loaded weights are, for cache keys: a file's digest, a local-dir folder's files'
+    digests (its contents may change under the same name), or 'hub'/'none'."""
+    if weights not in ("hub", "none"):
+        return file_digest(Path(weights).expanduser())
+    source, model_id = model_source(name)
+    if source == "local-dir" and weights == "hub":
+        files = sorted(p for p in Path(model_id).expanduser().iterdir() if p.is_file())
+        return ",".join(f"{p.name}:{file_digest(p)}" for p in files)
+    return weights
+
+
+def _check_weights_fit(name: str, origin: str, backbone: nn.Module, options: dict[str, Any],
+                       rng_state: torch.Tensor) -> None:
+    """Stop when most of the backbone kept its random initialisation: timm loads weights of
+    another architecture without complaint (it drops the keys it does not know), which would
+    train a random network under a pretrained one's name. The initialisation is replayed from
+    ``rng_state``, the random state the build started from; the caller's state is left as the
+    build left it. A few tensors may equal their initial value by nature (TF-ported MobileNets'
+    BatchNorm scales are all ones), hence a share rather than any."""
+    after = torch.random.get_rng_state()
+    torch.random.set_rng_state(rng_state)
+    try:
+        initial = dict(timm.create_model(name, pretrained=False, **options).named_parameters())
+    finally:
+        torch.random.set_rng_state(after)
+    head = {id(p) for p in backbone.get_classifier().parameters()}
+    params = {key: p for key, p in backbone.named_parameters() if id(p) not in head}
+    untouched = [key for key, p in params.items() if torch.equal(p, initial[key])]
+    share = sum(params[key].numel() for key in untouched) / max(1, sum(p.numel() for p in params.values()))
+    if share > 0.5:
+        raise ModelError(
+            f"The weights from {origin} do not fit timm model {name}: {share:.0%} of its backbone "
+            f"kept its random initialisation ({len(untouched)} of {len(params)} tensors, e.g. "
+            f"{', '.join(untouched[:3])}). Were they saved from another architecture? Set model.name "
+            "to the one they came from (for a Hub repo, the 'architecture' in its config.json)."
+        )
+
+
 def create_classifier(
     name: str,
     num_classes: int,
@@ -105,31 +169,37 @@ def create_classifier(
 ) -> GalaxyClassifier:
     """A :class:`GalaxyClassifier` for ``num_classes`` on timm model ``name``.
 
-    ``weights``: 'hub' downloads timm's default pretrained weights; 'none' starts from random
-    weights; anything else is a local safetensors file or a (possibly nested) state dict,
-    whose classifier is dropped and replaced by a new head.
+    ``weights``: 'hub' loads the name's own pretrained weights (timm's default tag, the Hub repo's
+    or the local-dir folder's); 'none' starts from random weights; anything else is a local
+    safetensors file or a (possibly nested) state dict. The weights' classifier, if any, is
+    dropped and replaced by a new head.
     """
-    if not timm.is_model(name):
-        raise _unknown_model(name)
+    source, model_id = model_source(name)
     options: dict[str, Any] = dict(kwargs or {}, num_classes=num_classes, drop_rate=drop_rate)
     if weights not in ("hub", "none"):
         path = Path(weights).expanduser()
         if not path.is_file():
             raise ModelError(f"Weights file {path} does not exist.")
         options["pretrained_cfg_overlay"] = dict(file=str(path))
+    origin = {"hf-hub": f"the Hub repo {model_id}", "local-dir": f"the folder {model_id}"}.get(source, "timm's hub")
+    origin = origin if weights in ("hub", "none") else weights
+    rng_state = torch.random.get_rng_state()
     try:
         backbone = timm.create_model(name, pretrained=weights != "none", **options)
+        if weights != "none":
+            _check_weights_fit(name, origin, backbone, options, rng_state)
     except TypeError as exc:  # an argument the architecture does not take
         raise ModelError(f"timm model {name} rejects model.kwargs={kwargs}: {exc}") from None
-    except OSError as exc:  # no network, hub unreachable
-        raise ModelError(
-            f"Could not download {name} weights from timm's hub ({exc}). "
-            "Offline? Pass a local file with --weights PATH."
-        ) from None
+    except (OSError, EntryNotFoundError) as exc:  # no network, hub unreachable, no such repo or file
+        way_out = (
+            "Offline? Copy the repo's folder (config.json and weights) from a machine that has the Hub, "
+            "and set model.name=local-dir:FOLDER." if source == "hf-hub"
+            else "Offline? Pass a local file with --weights PATH."
+        )
+        raise ModelError(f"Could not fetch {name} from {origin} ({type(exc).__name__}: {exc}). {way_out}") from None
     except (*UNREADABLE_WEIGHTS, _safetensors_error()) as exc:
-        source = "timm's hub" if weights == "hub" else weights
         raise ModelError(
-            f"Could not load pretrained weights for {name} from {source}: {type(exc).__name__}: {exc}\n"
+            f"Could not load pretrained weights for {name} from {origin}: {type(exc).__name__}: {exc}\n"
             "Offline? Pass a local file with --weights PATH (safetensors or a state dict), "
             "or model.weights=none to start from random weights."
         ) from exc

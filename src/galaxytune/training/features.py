@@ -4,17 +4,15 @@ features are computed by one process and gathered into all."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from galaxytune.cache import file_digest, key_of, load_arrays, save_arrays
+from galaxytune.cache import key_of, load_arrays, save_arrays
 from galaxytune.config import Config
 from galaxytune.data.prepare import Prepared, disk_cache_folder
 from galaxytune.inference.predict import run_batches
-from galaxytune.models.backbone import GalaxyClassifier
+from galaxytune.models.backbone import GalaxyClassifier, weights_identity
 from galaxytune.training.processes import is_main_process, world
 from galaxytune.training.sharding import sharded
 
@@ -38,8 +36,8 @@ def split_features(cfg: Config, net: GalaxyClassifier, data: Prepared, split: st
     m = cfg.model
     cacheable = folder is not None and data.cache_key is not None and m.weights != "none"  # random init: seeded
     if cacheable:
-        weights = file_digest(Path(m.weights).expanduser()) if m.weights != "hub" else "hub"
-        key = key_of("features", data.cache_key, split, [str(p) for p in dataset.paths], m.name, weights, m.kwargs,
+        key = key_of("features", data.cache_key, split, [str(p) for p in dataset.paths], m.name,
+                     weights_identity(m.name, m.weights), m.kwargs,
                      net.mean.flatten().tolist(), net.std.flatten().tolist(), net.stretch, net.softening)
         entry = load_arrays(folder, "features", key)
         if _everyone(entry is not None):

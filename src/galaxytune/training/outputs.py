@@ -62,7 +62,10 @@ def write_outputs(
 ) -> None:
     """The saved model, stage table, per-epoch metrics, stage outputs and the report."""
     info = ModelInfo(
-        architecture=cfg.model.name, classes=data.classes, image_size=cfg.data.image_size,
+        # The registry name (convnext_nano for a hf-hub: or local-dir: name): the saved model is
+        # rebuilt from it without fetching the Hub repo or needing the folder again.
+        architecture=net.backbone.pretrained_cfg.get("architecture", cfg.model.name), classes=data.classes,
+        image_size=cfg.data.image_size,
         center_crop=cfg.data.center_crop, mean=net.mean.flatten().tolist(), std=net.std.flatten().tolist(),
         decision=stages[-1].rule.to_dict(), create_kwargs=cfg.model.kwargs,
         mirror_swap=cfg.finetune.mirror_swap, tta=any(s.name == "tta" for s in stages), fits=asdict(cfg.data.fits),
