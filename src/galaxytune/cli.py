@@ -24,7 +24,7 @@ def _add_columns(parser: argparse.ArgumentParser) -> None:
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """The options that make a training config (read by :func:`_config`)."""
     parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--model", help="timm model name (model.name)")
+    parser.add_argument("--model", help="timm model name, hf-hub:OWNER/REPO or local-dir:FOLDER (model.name)")
     parser.add_argument("--weights", help="'hub', 'none' or a local weights file (model.weights)")
     _add_columns(parser)
     parser.add_argument("overrides", nargs="*", help="settings as section.key=value, e.g. finetune.epochs=5")
