@@ -100,7 +100,8 @@ def test_train_from_csv_catalog_with_stages_switched_off(tmp_path, weights_file,
             w.writerow([p.relative_to(tmp_path), p.parent.name])
     run = tmp_path / "run"
     code = main(["train", "--data", str(tmp_path / "cat.csv"), "--out", str(run), "--weights", str(weights_file),
-                 "--path-column", "file", "--label-column", "cls", *FAST, "finetune.enabled=false"])
+                 "--path-column", "file", "--label-column", "cls", *FAST, "finetune.enabled=false",
+                 "decision.tta=false"])
     assert code == 0
     table = list(csv.DictReader(open(run / "stage_table.csv")))
     assert [r["stage"] for r in table] == ["transfer", "decision"]
