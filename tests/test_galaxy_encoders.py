@@ -14,14 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from conftest import FAST, write_folder
+from conftest import FAST, LocalHTTPServer, QuietHandler, write_folder
 from safetensors.torch import load_file, save_file
 
 from galaxytune.cli import main
@@ -30,13 +28,15 @@ from galaxytune.models.backbone import create_classifier
 
 ARCH = "test_convnext"
 MEAN, STD = [0.1, 0.2, 0.3], [0.4, 0.5, 0.6]  # not timm's default for the architecture: must come from config.json
+MODEL_ARGS = {"dims": [16, 24, 32, 40]}  # not the architecture's default widths: the saved model must keep them
 
 
-def write_encoder_repo(folder: Path, weights_name: str = "pytorch_model.bin") -> dict[str, torch.Tensor]:
+def write_encoder_repo(folder: Path, weights_name: str = "pytorch_model.bin",
+                       model_args: dict | None = None) -> dict[str, torch.Tensor]:
     """A headless encoder's repo folder (config.json and weights); returns its tensors."""
     folder.mkdir(parents=True)
     torch.manual_seed(7)
-    encoder = timm.create_model(ARCH, pretrained=False, num_classes=0)
+    encoder = timm.create_model(ARCH, pretrained=False, num_classes=0, **(model_args or {}))
     tensors = {k: v.contiguous() for k, v in encoder.state_dict().items()}
     if weights_name.endswith(".safetensors"):
         save_file(tensors, str(folder / weights_name))
@@ -44,6 +44,8 @@ def write_encoder_repo(folder: Path, weights_name: str = "pytorch_model.bin") ->
         torch.save(tensors, folder / weights_name)
     config = {"architecture": ARCH, "num_classes": 0, "num_features": encoder.num_features,
               "pretrained_cfg": {"input_size": [3, 224, 224], "mean": MEAN, "std": STD, "classifier": "head.fc"}}
+    if model_args:
+        config["model_args"] = model_args
     (folder / "config.json").write_text(json.dumps(config))
     return tensors
 
@@ -57,7 +59,7 @@ def assert_backbone_is(net, tensors: dict[str, torch.Tensor]) -> None:
 
 def test_a_local_copy_of_a_hub_encoder_trains_and_its_model_predicts_without_it(tmp_path):
     repo = tmp_path / "zoobot-encoder-test"
-    tensors = write_encoder_repo(repo)
+    tensors = write_encoder_repo(repo, model_args=MODEL_ARGS)
     assert_backbone_is(create_classifier(f"local-dir:{repo}", 3), tensors)
 
     data = tmp_path / "data"
@@ -67,6 +69,7 @@ def test_a_local_copy_of_a_hub_encoder_trains_and_its_model_predicts_without_it(
     assert main(["train", "--data", str(data), "--out", str(run), "--model", f"local-dir:{repo}", *FAST]) == 0
     meta = json.loads((run / "models" / "model.json").read_text())
     assert meta["architecture"] == ARCH and meta["mean"] == pytest.approx(MEAN)
+    assert meta["create_kwargs"] == MODEL_ARGS
     # The saved model is rebuilt from the registry name: the encoder's folder is no longer needed.
     shutil.rmtree(repo)
     out = tmp_path / "predictions.csv"
@@ -93,20 +96,18 @@ def test_weights_of_another_architecture_are_refused_not_loaded_silently(tmp_pat
     assert torch.equal(after_check, torch.rand(3))
 
 
-class FakeHub:
+class FakeHub(LocalHTTPServer):
     """Answers ``/<owner>/<repo>/resolve/<revision>/<file>`` as the Hub does (HEAD for the
     metadata, then GET), for the repos under ``root``."""
 
     def __init__(self, root: Path):
         self.root, self.requests = root, []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        super().__init__(self._handler())
 
     def _handler(self):
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def _answer(self, body: bool):
                 owner, repo, _, _, *name = self.path.lstrip("/").split("/")
                 hub.requests.append((self.command, self.path))
@@ -131,9 +132,6 @@ class FakeHub:
 
             def do_GET(self):
                 self._answer(body=True)
-
-            def log_message(self, *args):
-                pass
 
         return Handler
 
@@ -161,7 +159,7 @@ def test_a_hub_encoder_is_downloaded_by_name(tmp_path):
 
     def load(name: str, offline: bool = False) -> dict:
         # Its own process: the Hub client reads its endpoint and offline switch when imported.
-        env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf"),
+        env = dict(os.environ, HF_ENDPOINT=hub.address, HF_HOME=str(tmp_path / "hf"),
                    HF_HUB_OFFLINE="1" if offline else "0", HF_HUB_DISABLE_TELEMETRY="1")
         done = subprocess.run([sys.executable, "-c", LOAD, name, str(expected)], env=env, capture_output=True,
                               text=True, timeout=300)
@@ -178,5 +176,4 @@ def test_a_hub_encoder_is_downloaded_by_name(tmp_path):
     # Offline, a repo already fetched loads from the Hub client's cache; another one says what to do.
     assert load("hf-hub:galaxies/encoder", offline=True)["same"]
     assert "local-dir:FOLDER" in load("hf-hub:galaxies/other", offline=True)["error"]
-    hub.httpd.shutdown()
-    hub.httpd.server_close()
+    hub.close()

@@ -117,6 +117,19 @@ def model_source(name: str) -> tuple[str | None, str]:
     return source, model_id
 
 
+def source_model_args(name: str) -> dict[str, Any]:
+    """The ``model_args`` that a Hub repo's or local-dir folder's config.json builds its
+    architecture with (timm applies them under model.kwargs); none for a registry name. A saved
+    model is rebuilt from the registry name, so it must keep them."""
+    source, model_id = model_source(name)
+    if source is None:
+        return {}
+    from timm.models import _hub  # the readers timm itself uses for these names
+
+    read = _hub.load_model_config_from_hf if source == "hf-hub" else _hub.load_model_config_from_path
+    return dict(read(model_id)[2] or {})
+
+
 def weights_identity(name: str, weights: str) -> str:
     """What the loaded weights are, for cache keys: a file's digest, a local-dir folder's files'
     digests (its contents may change under the same name), or 'hub'/'none'."""

@@ -15,7 +15,7 @@ from galaxytune.evaluation.metrics import expected_calibration_error
 from galaxytune.evaluation.stage_table import format_table, stage_gains, stage_row, write_table
 from galaxytune.files import write_json
 from galaxytune.inference.saved import ModelInfo, save_model
-from galaxytune.models.backbone import GalaxyClassifier
+from galaxytune.models.backbone import GalaxyClassifier, source_model_args
 from galaxytune.report.html import write_run_report
 from galaxytune.run_folder import RunFolder
 from galaxytune.training.logs import merge_epoch_logs
@@ -62,12 +62,13 @@ def write_outputs(
 ) -> None:
     """The saved model, stage table, per-epoch metrics, stage outputs and the report."""
     info = ModelInfo(
-        # The registry name (convnext_nano for a hf-hub: or local-dir: name): the saved model is
-        # rebuilt from it without fetching the Hub repo or needing the folder again.
+        # The registry name (convnext_nano for a hf-hub: or local-dir: name) and the repo's
+        # model_args: the saved model is rebuilt from them without the Hub repo or the folder.
         architecture=net.backbone.pretrained_cfg.get("architecture", cfg.model.name), classes=data.classes,
         image_size=cfg.data.image_size,
         center_crop=cfg.data.center_crop, mean=net.mean.flatten().tolist(), std=net.std.flatten().tolist(),
-        decision=stages[-1].rule.to_dict(), create_kwargs=cfg.model.kwargs,
+        decision=stages[-1].rule.to_dict(),
+        create_kwargs={**source_model_args(cfg.model.name), **cfg.model.kwargs},
         mirror_swap=cfg.finetune.mirror_swap, tta=any(s.name == "tta" for s in stages), fits=asdict(cfg.data.fits),
         stretch=cfg.data.stretch, stretch_softening=cfg.data.stretch_softening,
     )
