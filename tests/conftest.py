@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny image datasets and a weights file, all made by the tests themselves."""
+"""Shared fixtures: tiny image datasets, a weights file and local HTTP servers, all made by the
+tests themselves."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,25 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 SHARED = Path(os.environ.get("GALAXYTUNE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 COLOURS = {"red": 0, "green": 1, "blue": 2}
+
+class LocalHTTPServer:
+    """A real HTTP server on 127.0.0.1 (a free port) answering with ``handler`` in a background
+    thread: what code that downloads is tested against, since no test may reach the internet."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.address = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # no access log in the test output
+        pass
+
 
 # Settings that make a full train run take seconds on a CPU.
 FAST = [
@@ -62,6 +84,10 @@ def weights_file(tmp_path_factory) -> Path:
     import timm
 
     path = tmp_path_factory.mktemp("weights") / "mobilenetv1_100.safetensors"
-    model = timm.create_model("mobilenetv1_100", pretrained=False)
+    # Seeded and on its own random state: the weights are the same whichever test asks first,
+    # and that test's random numbers are not consumed.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = timm.create_model("mobilenetv1_100", pretrained=False)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import LocalHTTPServer, QuietHandler
 
 from galaxytune.cli import main
 from galaxytune.datasets import registry
@@ -25,21 +24,20 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class Server:
+class Server(LocalHTTPServer):
     """Serves ``root`` over HTTP; ``ranges`` honours Range requests, ``cut_next`` truncates one transfer."""
 
     def __init__(self, root: Path):
         self.root, self.ranges, self.cut_next, self.log = root, True, False, []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__(self._handler())
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+        return f"{self.address}/{name}"
 
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
                 data = (server.root / self.path.lstrip("/")).read_bytes()
                 requested = self.headers.get("Range")
@@ -56,9 +54,6 @@ class Server:
                     body = body[: len(body) // 2]
                 self.wfile.write(body)
 
-            def log_message(self, *args):
-                pass
-
         return Handler
 
 
@@ -67,8 +62,7 @@ def server(tmp_path):
     (tmp_path / "www").mkdir()
     srv = Server(tmp_path / "www")
     yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    srv.close()
 
 
 def serve(server: Server, name: str, data: bytes, known_hash: str | None = "right", unpack: bool = False) -> Dataset:
