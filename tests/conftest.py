@@ -24,6 +24,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 SHARED = Path(os.environ.get("GALAXYTUNE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 COLOURS = {"red": 0, "green": 1, "blue": 2}
 
+
 class LocalHTTPServer:
     """A real HTTP server on 127.0.0.1 (a free port) answering with ``handler`` in a background
     thread: what code that downloads is tested against, since no test may reach the internet."""

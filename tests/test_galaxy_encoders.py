@@ -70,7 +70,8 @@ def test_a_local_copy_of_a_hub_encoder_trains_and_its_model_predicts_without_it(
     meta = json.loads((run / "models" / "model.json").read_text())
     assert meta["architecture"] == ARCH and meta["mean"] == pytest.approx(MEAN)
     assert meta["create_kwargs"] == MODEL_ARGS
-    # The saved model is rebuilt from the registry name: the encoder's folder is no longer needed.
+    # The saved model is rebuilt from the registry name and the repo's model_args: the encoder's
+    # folder is no longer needed.
     shutil.rmtree(repo)
     out = tmp_path / "predictions.csv"
     assert main(["predict", "--model", str(run), str(data / "test"), "--out", str(out)]) == 0
