@@ -24,9 +24,7 @@ import numpy as np
 from scipy.special import softmax
 
 from galaxytune.evaluation.metrics import METRICS, score
-from galaxytune.run_folder import RunFolder
-
-SPLITS = ("val", "test")
+from galaxytune.run_folder import SPLITS, RunFolder
 
 
 def probabilities(folder: RunFolder) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
