@@ -1,7 +1,7 @@
-"""The recipe's levers: every Galaxy Zoo answer as extra supervision, sky augmentation, the input
-stretch, progressive resizing, mixup and CutMix, the out-of-bag check of the decision rule, TTA chosen on
-validation, split folders, the disk cache of decoded images and features, and the learning-rate
-sweep."""
+"""The recipe's levers: every Galaxy Zoo answer as extra supervision, sky augmentation (turns, zoom,
+shift, blur, noise), the input stretch, progressive resizing, mixup and CutMix, the out-of-bag
+check of the decision rule, TTA chosen on validation, split folders, the disk cache of decoded
+images and features, and the learning-rate sweep."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from galaxytune.config import load_config
 from galaxytune.data.formats import find_samples
 from galaxytune.data.prepare import prepare
 from galaxytune.data.questions import answer_slices, find_questions
-from galaxytune.data.transforms import random_affine
+from galaxytune.data.transforms import random_affine, random_blur, random_noise
 from galaxytune.decision import check_offsets, fit_decision_rule
 from galaxytune.errors import ConfigError, DataError
 from galaxytune.inference.predict import run_batches
@@ -114,6 +114,56 @@ def test_affine_augmentation_is_the_identity_when_off_and_keeps_a_centred_blob_u
     # A turn moves the square's corners but not its centre.
     assert torch.all(turned[:, :, 15:17, 15:17] > 0.7)
     assert not torch.allclose(turned, same)
+
+
+def test_blur_spreads_a_point_source_keeps_its_flux_and_is_the_identity_at_zero():
+    x = torch.zeros(8, 3, 21, 21)
+    x[:, :, 10, 10] = 1.0
+    assert torch.allclose(random_blur(x, 0.0), x)
+    blurred = random_blur(x, 2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(blurred.sum((2, 3)), x.sum((2, 3)), atol=1e-5)  # the flux stays
+    peaks = blurred[:, 0, 10, 10]
+    assert peaks.max() < 1.0 and peaks.unique().numel() == 8  # each image its own seeing
+    # Edges are reflected: a flat sky stays flat, with no dark frame.
+    flat = random_blur(torch.full((2, 3, 16, 16), 0.4), 2.0)
+    assert torch.allclose(flat, torch.full_like(flat, 0.4), atol=1e-6)
+
+
+def test_noise_has_each_images_own_level_and_keeps_greyscale_grey():
+    grey = torch.full((64, 3, 16, 16), 128, dtype=torch.uint8)
+    assert torch.allclose(random_noise(grey, 0.0), grey.float() / 255)
+    noisy = random_noise(grey, 0.1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noisy[:, 0], noisy[:, 1]) and torch.equal(noisy[:, 1], noisy[:, 2])
+    levels = (noisy - 128 / 255).std((1, 2, 3))
+    assert levels.max() < 0.13 and levels.min() < 0.02 and levels.max() > 0.08
+    colour = torch.rand(4, 3, 16, 16)
+    colour[:, 0] += 0.01  # channels differ: each band gets its own noise
+    noisy = random_noise(colour, 0.1, generator=torch.Generator().manual_seed(1))
+    assert 0 <= noisy.min() and noisy.max() <= 1
+    assert not torch.allclose(noisy[:, 1] - colour[:, 1], noisy[:, 2] - colour[:, 2])
+
+
+def test_training_blurs_and_adds_noise_when_asked(tmp_path, weights_file, monkeypatch):
+    import galaxytune.training.module as module
+
+    seen = []
+
+    def spy(name):
+        real = getattr(module, name)
+
+        def recorded(x, level):
+            seen.append((name, level))
+            return real(x, level)
+        return recorded
+
+    for name in ("random_blur", "random_noise"):
+        monkeypatch.setattr(module, name, spy(name))
+    write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--weights",
+                 str(weights_file), *FAST, "finetune.blur=1.5", "finetune.noise=0.03"]) == 0
+    assert ("random_blur", 1.5) in seen and ("random_noise", 0.03) in seen
+    with pytest.raises(ConfigError, match="finetune.noise"):
+        load_config(overrides=["finetune.noise=-0.1"])
 
 
 def test_asinh_stretch_lifts_faint_pixels_and_travels_with_the_saved_model(tmp_path, weights_file):

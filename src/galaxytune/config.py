@@ -293,6 +293,10 @@ class FinetuneConfig:
                           at_least=0, at_most=0.5)
     shift: float = setting(0.0, "... and shifted by up to this fraction of their side (e.g. 0.05).",
                            at_least=0, at_most=0.25)
+    blur: float = setting(0.0, "... and blurred by a Gaussian of a random sigma in [0, blur] pixels (seeing "
+                               "varies; e.g. 1.0); 0: off.", at_least=0, at_most=5)
+    noise: float = setting(0.0, "... and given Gaussian noise of a random standard deviation in [0, noise] of the "
+                                "pixel range (depth varies; e.g. 0.02); 0: off.", at_least=0, at_most=0.5)
     start_size: int = setting(0, "Progressive resizing: the first start_fraction of the epochs train on images "
                                  "shrunk to this many pixels; 0: off.", at_least=0, at_most="data.image_size")
     start_fraction: float = setting(0.5, "Share of the epochs trained at start_size.", at_least=0, at_most=1)

@@ -1,5 +1,5 @@
 """Galaxy-aware augmentation on batches: the 8 rotations and flips of the square, and the
-label permutations they imply.
+label permutations they imply; any-angle turns, zoom and shift; seeing and depth (blur, noise).
 
 Galaxies have no preferred orientation on the sky, so these transforms cost nothing: they run
 on whole batches, on the device. Most labels survive them, but a mirror flip turns a clockwise
@@ -107,3 +107,39 @@ def random_affine(
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _per_image(n: int, high: float, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """One value per image, uniform in [0, high] (drawn on the CPU, where ``generator`` lives)."""
+    return high * torch.rand(n, generator=generator).to(device)
+
+
+def random_blur(x: torch.Tensor, max_sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image blurred by a Gaussian of its own sigma, uniform in [0, ``max_sigma``] pixels:
+    the seeing (the point spread function) changes from night to night and field to field, and a
+    class must not hang on how sharp one survey's images are. Edges are reflected, so no dark
+    frame comes in. Returns float images in [0, 1]."""
+    x = unit_float(x)
+    n, c, h, w = x.shape
+    radius = max(1, math.ceil(3 * max_sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    sigma = _per_image(n, max_sigma, x.device, generator).clamp_min(1e-3)  # ~0: one tap, the image unchanged
+    kernel = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # one per image and channel
+    flat = F.pad(x.reshape(1, n * c, h, w), (radius,) * 4, mode="reflect")
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)  # separable: down the columns,
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)  # then along the rows
+    return flat.reshape(n, c, h, w)
+
+
+def random_noise(x: torch.Tensor, max_std: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gaussian noise of each image's own standard deviation, uniform in [0, ``max_std``] of the
+    pixel range: survey depth varies, and the class must not hang on how clean the sky is.
+    Greyscale images (all channels equal, e.g. radio) get the same noise in every channel, so
+    they stay grey. Returns float images in [0, 1], clipped."""
+    x = unit_float(x)
+    n, c, h, w = x.shape
+    grey = bool((x == x[:, :1]).all())
+    std = _per_image(n, max_std, x.device, generator).view(-1, 1, 1, 1)
+    noise = torch.randn((n, 1 if grey else c, h, w), generator=generator).to(x.device)
+    return (x + std * noise).clamp(0.0, 1.0)
