@@ -83,6 +83,12 @@ def unit_float(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
 
+def per_image_uniform(x: torch.Tensor, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
+    """One value per image of the batch ``x``, uniform in [low, high], on ``x``'s device (drawn on
+    the CPU, where ``generator`` lives)."""
+    return low + (high - low) * torch.rand(x.shape[0], generator=generator).to(x.device)
+
+
 def random_affine(
     x: torch.Tensor, any_angle: bool, zoom: float, shift: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -94,24 +100,18 @@ def random_affine(
     image are few over 20 epochs. Zoom and shift stand in for the spread of galaxy sizes and of
     centring in survey cutouts. No label changes: none of these mirror the image.
     """
-    n = x.shape[0]
     x = unit_float(x)
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(n, generator=generator).to(x.device)
+        return per_image_uniform(x, low, high, generator)
 
-    angle = uniform(0.0, 2 * math.pi) if any_angle else torch.zeros(n, device=x.device)
+    angle = uniform(0.0, 2 * math.pi) if any_angle else torch.zeros(x.shape[0], device=x.device)
     scale = 1.0 / uniform(1.0 - zoom, 1.0 + zoom)  # the grid samples the inverse map
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     tx, ty = uniform(-2 * shift, 2 * shift), uniform(-2 * shift, 2 * shift)  # grid units span 2
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def _per_image(n: int, high: float, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    """One value per image, uniform in [0, high] (drawn on the CPU, where ``generator`` lives)."""
-    return high * torch.rand(n, generator=generator).to(device)
 
 
 def random_blur(x: torch.Tensor, max_sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -123,7 +123,7 @@ def random_blur(x: torch.Tensor, max_sigma: float, generator: torch.Generator | 
     n, c, h, w = x.shape
     radius = max(1, math.ceil(3 * max_sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    sigma = _per_image(n, max_sigma, x.device, generator).clamp_min(1e-3)  # ~0: one tap, the image unchanged
+    sigma = per_image_uniform(x, 0.0, max_sigma, generator).clamp_min(1e-3)  # ~0: one tap, the image unchanged
     kernel = torch.exp(-0.5 * (offsets / sigma[:, None]) ** 2)
     kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # one per image and channel
     flat = F.pad(x.reshape(1, n * c, h, w), (radius,) * 4, mode="reflect")
@@ -140,6 +140,6 @@ def random_noise(x: torch.Tensor, max_std: float, generator: torch.Generator | N
     x = unit_float(x)
     n, c, h, w = x.shape
     grey = bool((x == x[:, :1]).all())
-    std = _per_image(n, max_std, x.device, generator).view(-1, 1, 1, 1)
+    std = per_image_uniform(x, 0.0, max_std, generator).view(-1, 1, 1, 1)
     noise = torch.randn((n, 1 if grey else c, h, w), generator=generator).to(x.device)
     return (x + std * noise).clamp(0.0, 1.0)
