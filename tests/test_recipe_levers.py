@@ -24,9 +24,10 @@ from galaxytune.data.questions import answer_slices, find_questions
 from galaxytune.data.transforms import random_affine, random_blur, random_noise
 from galaxytune.decision import check_offsets, fit_decision_rule
 from galaxytune.errors import ConfigError, DataError
+from galaxytune.inference.onnx import export_onnx
 from galaxytune.inference.predict import run_batches
 from galaxytune.inference.saved import load_model
-from galaxytune.models.backbone import create_classifier
+from galaxytune.models.backbone import create_classifier, stretch_pixels
 from galaxytune.training.losses import dirichlet_multinomial_nll, question_cross_entropy
 from galaxytune.training.pipeline import Features, class_weights
 
@@ -177,9 +178,17 @@ def test_asinh_stretch_lifts_faint_pixels_and_travels_with_the_saved_model(tmp_p
     write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
     run = tmp_path / "run"
     assert main(["train", "--data", str(tmp_path / "data"), "--out", str(run), "--weights", str(weights_file), *FAST,
-                 "data.stretch=asinh", "data.stretch_softening=0.1"]) == 0
+                 "data.stretch=asinh", "data.stretch_softening=[1, 0.05, 5e-3]"]) == 0
     net, info = load_model(run)
-    assert (info.stretch, info.stretch_softening) == ("asinh", 0.1) and net.stretch == "asinh"
+    assert (info.stretch, info.stretch_softening) == ("asinh", [1.0, 0.05, 0.005]) and net.stretch == "asinh"
+    # One softening per channel: a faint grey pixel is lifted least where the softening is largest.
+    grey = stretch_pixels(torch.full((1, 3, 2, 2), 0.02), "asinh", info.stretch_softening)[0, :, 0, 0]
+    assert 0.02 < grey[0] < grey[1] < grey[2]
+    assert torch.allclose(stretch_pixels(torch.ones(1, 3, 2, 2), "asinh", info.stretch_softening), torch.ones(1))
+    assert export_onnx(run).is_file()  # the export checks ONNX Runtime's outputs against PyTorch's
+    for bad in ("[1, 0.05]", "0", "[1, 0.05, 20]"):
+        with pytest.raises(ConfigError, match="data.stretch_softening"):
+            load_config(overrides=[f"data.stretch_softening={bad}"])
 
 
 def test_offsets_are_dropped_out_of_bag_when_they_do_not_help_and_kept_when_they_do():

@@ -88,6 +88,11 @@ def _soft_columns(value: Any) -> bool:
                            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()))
 
 
+def _softenings(value: Any) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return len(values) in (1, 3) and all(1e-4 <= v <= 10 for v in values)
+
+
 def _percentiles(value: Any) -> bool:
     return _is_list_of((int, float), (2,))(value) and 0 <= value[0] < value[1] <= 100
 
@@ -186,7 +191,12 @@ class DataConfig:
                                    "lobes and outer discs); 'none': linear.", choices=("none", "asinh"))
     """'asinh' maps pixel values x in [0, 1] to asinh(x / stretch_softening) / asinh(1 /
     stretch_softening); it travels with the saved model and the ONNX export."""
-    stretch_softening: float = setting(0.05, "Softening of data.stretch=asinh.", at_least=1e-4, at_most=10)
+    stretch_softening: float | list[float] = setting(
+        0.05, "Softening of data.stretch=asinh, or one per channel: [1, 0.05, 0.005] shows a greyscale image "
+              "at three stretches, from near-linear (bright cores) to strong (faint lobes).",
+        check=_softenings, allowed="a number between 0.0001 and 10, or three such numbers")
+    """A softening of 1 or more is close to linear; one per channel gives the network a greyscale
+    image's bright and faint structure at once, as three colours."""
     split_folders: dict[str, str] = setting(
         help="Image folders: split -> folder name where it is not the usual one, e.g. {test: valid}.",
         factory=dict, check=_split_folders,
@@ -619,6 +629,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"Config key '{key}' must be true or false, not {value!r}.")
         return value
+    if hint == float | list[float]:
+        return [_coerce(v, float, key) for v in value] if isinstance(value, list) else _coerce(value, float, key)
     if hint in (int, float):
         try:
             number = float(value) if not isinstance(value, bool) else None

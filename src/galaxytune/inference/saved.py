@@ -45,7 +45,7 @@ class ModelInfo:
     """How FITS cutouts were turned into images (``data.fits``), so new cutouts get the same stretch."""
     stretch: str = "none"
     """The network's own stretch of pixel values (``data.stretch``)."""
-    stretch_softening: float = 0.05
+    stretch_softening: float | list[float] = 0.05
 
     @property
     def fits_config(self) -> FitsConfig | None:

@@ -13,7 +13,6 @@ the same thing and normalisation cannot be forgotten or applied twice.
 from __future__ import annotations
 
 import difflib
-import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -27,18 +26,20 @@ from galaxytune.cache import file_digest
 from galaxytune.errors import ModelError
 
 
-def stretch_pixels(x: torch.Tensor, stretch: str, softening: float) -> torch.Tensor:
+def stretch_pixels(x: torch.Tensor, stretch: str, softening: float | list[float]) -> torch.Tensor:
     """Pixel values x in [0, 1] as the network takes them in (``data.stretch``): 'asinh' maps x
     to asinh(x / softening) / asinh(1 / softening), lifting faint emission (radio lobes, outer
-    discs) out of the bottom few grey levels; 'none' leaves them linear."""
-    if stretch == "asinh":
-        return torch.asinh(x / softening) / math.asinh(1.0 / softening)
-    return x
+    discs) out of the bottom few grey levels; 'none' leaves them linear. A list of softenings
+    gives each channel its own."""
+    if stretch != "asinh":
+        return x
+    soft = torch.tensor(softening, dtype=x.dtype, device=x.device).view(-1, 1, 1)  # per channel of (C, H, W) or a batch
+    return torch.asinh(x / soft) / torch.asinh(1.0 / soft)
 
 
 class GalaxyClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, mean: list[float], std: list[float], stretch: str = "none",
-                 softening: float = 0.05):
+                 softening: float | list[float] = 0.05):
         """``stretch``, ``softening``: the stretch of pixel values before normalising (:func:`stretch_pixels`)."""
         super().__init__()
         self.backbone = backbone
@@ -178,7 +179,7 @@ def create_classifier(
     drop_rate: float = 0.0,
     kwargs: dict[str, Any] | None = None,
     stretch: str = "none",
-    softening: float = 0.05,
+    softening: float | list[float] = 0.05,
 ) -> GalaxyClassifier:
     """A :class:`GalaxyClassifier` for ``num_classes`` on timm model ``name``.
 

@@ -158,8 +158,9 @@ def data_section(folder: RunFolder, cfg: Config | None) -> str:
 def describe_input(info: ModelInfo) -> str:
     """What the network takes in, in words: crop, stretch and size."""
     crop = "the whole image" if info.center_crop >= 1 else f"the central {info.center_crop:.0%} of each side"
-    stretch = (f"asinh stretch (softening {info.stretch_softening:g})" if info.stretch == "asinh"
-               else "no stretch (linear)")
+    soft = info.stretch_softening
+    soft = ", ".join(f"{v:g}" for v in soft) if isinstance(soft, list) else f"{soft:g}"
+    stretch = f"asinh stretch (softening {soft})" if info.stretch == "asinh" else "no stretch (linear)"
     return f"{crop}, {stretch}, resized to {info.image_size} x {info.image_size} px"
 
 
