@@ -27,7 +27,7 @@ from galaxytune.errors import ConfigError, DataError
 from galaxytune.inference.onnx import export_onnx
 from galaxytune.inference.predict import run_batches
 from galaxytune.inference.saved import load_model
-from galaxytune.models.backbone import create_classifier, stretch_pixels
+from galaxytune.models.backbone import create_classifier, drop_path_is_idle, stretch_pixels
 from galaxytune.training.losses import dirichlet_multinomial_nll, question_cross_entropy
 from galaxytune.training.pipeline import Features, class_weights
 
@@ -189,6 +189,18 @@ def test_asinh_stretch_lifts_faint_pixels_and_travels_with_the_saved_model(tmp_p
     for bad in ("[1, 0.05]", "0", "[1, 0.05, 20]"):
         with pytest.raises(ConfigError, match="data.stretch_softening"):
             load_config(overrides=[f"data.stretch_softening={bad}"])
+
+
+def test_drop_path_on_a_network_without_skip_connections_is_flagged(tmp_path, weights_file, capsys):
+    assert drop_path_is_idle(create_classifier("mobilenetv1_100", 3, "none", kwargs={"drop_path_rate": 0.1}).backbone)
+    assert not drop_path_is_idle(create_classifier("mobilenetv1_100", 3, "none").backbone)
+    assert not drop_path_is_idle(
+        create_classifier("mobilenetv2_100", 3, "none", kwargs={"drop_path_rate": 0.1}).backbone)
+    write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--weights",
+                 str(weights_file), *FAST, "model.kwargs.drop_path_rate=0.1"]) == 0
+    printed = capsys.readouterr()
+    assert "drop_path_rate does nothing on mobilenetv1_100" in printed.out + printed.err
 
 
 def test_offsets_are_dropped_out_of_bag_when_they_do_not_help_and_kept_when_they_do():

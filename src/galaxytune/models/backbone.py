@@ -20,6 +20,7 @@ from typing import Any
 import timm
 import torch
 from huggingface_hub.errors import EntryNotFoundError
+from timm.layers import DropPath
 from torch import nn
 
 from galaxytune.cache import file_digest
@@ -35,6 +36,15 @@ def stretch_pixels(x: torch.Tensor, stretch: str, softening: float | list[float]
         return x
     soft = torch.tensor(softening, dtype=x.dtype, device=x.device).view(-1, 1, 1)  # per channel of (C, H, W) or a batch
     return torch.asinh(x / soft) / torch.asinh(1.0 / soft)
+
+
+def drop_path_is_idle(backbone: nn.Module) -> bool:
+    """True when the network has drop-path layers but every one sits in a block without a skip
+    connection, which timm's blocks then never call: ``drop_path_rate`` is accepted and does
+    nothing (timm's MobileNetV1 has no residual blocks at all)."""
+    owners = [parent for parent in backbone.modules() for child in parent.children()
+              if isinstance(child, DropPath) and child.drop_prob > 0]
+    return bool(owners) and not any(getattr(parent, "has_skip", True) for parent in owners)
 
 
 class GalaxyClassifier(nn.Module):

@@ -20,7 +20,7 @@ from galaxytune.data.prepare import Prepared, prepare
 from galaxytune.data.transforms import mirror_permutation
 from galaxytune.decision import DecisionRule
 from galaxytune.errors import ConfigError
-from galaxytune.models.backbone import GalaxyClassifier, create_classifier
+from galaxytune.models.backbone import GalaxyClassifier, create_classifier, drop_path_is_idle
 from galaxytune.run_folder import RunFolder, process_facts
 from galaxytune.training.devices import inference_device, place
 from galaxytune.training.features import Features
@@ -132,6 +132,9 @@ def _run(cfg: Config, folder: RunFolder, resume: bool) -> TrainResult:
         cfg.model.name, len(data.classes), cfg.model.weights, cfg.model.mean, cfg.model.std,
         cfg.model.drop_rate, cfg.model.kwargs, cfg.data.stretch, cfg.data.stretch_softening,
     )
+    if main and drop_path_is_idle(net.backbone):
+        log.warning(f"Warning: model.kwargs.drop_path_rate does nothing on {cfg.model.name}: none of its blocks "
+                    "has a skip connection to drop. Use a residual network (e.g. mobilenetv2_100) or leave it out.")
     run = RunContext(cfg, folder, resume, inference_device(cfg.trainer))
     net, stages = run_stages(run, place(net, run.device), data)
     table, gains = stage_table(cfg, data, stages)
