@@ -155,3 +155,26 @@ def test_decoding_workers_on_the_cpu_take_only_the_cores_the_network_leaves_free
     assert predictor.decoding_workers() == 8  # at most 8, as everywhere
     predictor.device = torch.device("cuda")  # the network on a GPU: decoding has the CPUs
     assert predictor.decoding_workers() == 8
+
+
+def test_inference_runs_channels_last_and_hands_the_network_back_as_it_came(model_and_images):
+    """Prediction takes the faster channels-last layout (Predictor keeps it; run_batches hands the
+    network back in the default layout and its train/eval mode, as a fit expects) and predicts
+    what the plain network predicts."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from galaxytune.inference.predict import run_batches
+
+    predictor = Predictor.load(model_and_images[0])
+    convs = [p for p in predictor.net.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+
+    net = predictor.net.to(memory_format=torch.contiguous_format).train()
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = net.eval()(images)
+    net.train()
+    got = run_batches(net, TensorDataset(images, torch.zeros(6)), 4, "test")
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert net.training and all(p.is_contiguous() for p in net.parameters())

@@ -32,19 +32,35 @@ from galaxytune.inference.saved import ModelInfo, load_model
 from galaxytune.inference.tta import DihedralTTA
 
 __all__ = ["DihedralTTA", "PredictedBatch", "Predictions", "Predictor", "csv_header", "done_paths",
-           "parse_shard", "run_batches", "shard", "write_predictions"]
+           "inference_batch_size", "parse_shard", "run_batches", "shard", "write_predictions"]
+
+
+def inference_batch_size(device: torch.device) -> int:
+    """Images per batch for inference on ``device``: on a CPU 32, whose activations stay in its
+    caches (MobileNetV1 at 96 px on 2 cores: about 330 images/s against 200 at 128); a GPU 128."""
+    return 32 if device.type == "cpu" else 128
+
+
+def inference_layout(net: nn.Module) -> nn.Module:
+    """``net`` with its convolution weights in the channels-last memory layout (in place), which
+    the convolutions then follow whatever the input's layout: on a CPU a conv net predicts about
+    1.5 times faster so (MobileNetV1 at 96 px on 2 cores: 221 against 145 images/s). Saved
+    weights are made contiguous as they are written, whatever their layout."""
+    return net.to(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
 def run_batches(fn: nn.Module, data: Dataset, batch_size: int, desc: str, workers: int = 0) -> torch.Tensor:
-    """``fn`` applied in eval mode to the inputs of every (input, target) item of ``data``."""
+    """``fn`` applied in eval mode to the inputs of every (input, target) item of ``data``, in
+    the faster channels-last layout (:func:`inference_layout`); ``fn`` is handed back as it came,
+    in eval or train mode and in the default layout, as networks are outside a fit."""
     was_training = fn.training
-    fn.eval()
+    inference_layout(fn).eval()
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
     device = next(fn.parameters()).device
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not interactive())
     out = [fn(x.to(device)).float().cpu() for x, _ in bar]
-    fn.train(was_training)
+    fn.train(was_training).to(memory_format=torch.contiguous_format)
     return torch.cat(out)
 
 
@@ -86,7 +102,7 @@ class Predictor:
     def __init__(self, net: nn.Module, info: ModelInfo, device: str | torch.device = "cpu"):
         self.net, self.info, self.device = net.eval(), info, torch.device(device)
         if isinstance(net, nn.Module):
-            self.net.to(self.device)
+            inference_layout(self.net.to(self.device))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:

@@ -29,7 +29,7 @@ from galaxytune.data.questions import answer_slices
 from galaxytune.data.transforms import mirror_permutation
 from galaxytune.decision import DecisionRule, cross_entropy, fit_decision_rule
 from galaxytune.evaluation.metrics import score
-from galaxytune.inference.predict import DihedralTTA, run_batches
+from galaxytune.inference.predict import DihedralTTA, inference_batch_size, run_batches
 from galaxytune.models.backbone import GalaxyClassifier
 from galaxytune.models.freezing import prepare_finetune
 from galaxytune.models.lora import merge, save_adapter
@@ -141,8 +141,8 @@ def image_workers(cfg: Config, dataset: ImageSet) -> int:
 def _logits(run: RunContext, net: nn.Module, data: Prepared, split: str, desc: str) -> np.ndarray:
     """``net``'s logits of a split; under DDP each process predicts its share and every process
     gets all of them."""
-    dataset = data.sets[split]
-    return sharded(lambda part: run_batches(net, part, 128, desc, image_workers(run.cfg, dataset)), dataset).numpy()
+    dataset, batch = data.sets[split], inference_batch_size(run.device)
+    return sharded(lambda part: run_batches(net, part, batch, desc, image_workers(run.cfg, dataset)), dataset).numpy()
 
 
 # -- stage 1: transfer ---------------------------------------------------------------------------
@@ -198,7 +198,8 @@ def run_finetune(run: RunContext, net: GalaxyClassifier, data: Prepared, incomin
     train_loader = _loader(train_set, fc.batch_size, True, image_workers(cfg, train_set))
     found = _find_lr(run, trained, data, groups, questions, train_loader) if fc.find_lr else ""
     module = _finetune_module(cfg, trained, data, groups, questions)
-    stats = fit(module, train_loader, _loader(val_set, 128, False, image_workers(cfg, val_set)),
+    val_loader = _loader(val_set, inference_batch_size(run.device), False, image_workers(cfg, val_set))
+    stats = fit(module, train_loader, val_loader,
                 run.folder, "finetune", fc.epochs, fc.patience, cfg.trainer, run.resume, fc.ema_epochs,
                 patience_from=module.start_epochs)
     adapter_bytes = _save_adapter(run, trained) if trained is not tuned else None
