@@ -142,14 +142,15 @@ import json, sys
 from safetensors.torch import load_file
 from galaxytune.errors import ModelError
 from galaxytune.models.backbone import create_classifier
-try:
-    net = create_classifier(sys.argv[1], 3)
-except ModelError as exc:
-    print(json.dumps({"error": str(exc)}))
-else:
-    state = net.backbone.state_dict()
-    same = all(state[k].equal(v) for k, v in load_file(sys.argv[2]).items())
-    print(json.dumps({"same": same, "mean": net.mean.flatten().tolist()}))
+for name in sys.argv[2:]:
+    try:
+        net = create_classifier(name, 3)
+    except ModelError as exc:
+        print(json.dumps({"error": str(exc)}))
+    else:
+        state = net.backbone.state_dict()
+        same = all(state[k].equal(v) for k, v in load_file(sys.argv[1]).items())
+        print(json.dumps({"same": same, "mean": net.mean.flatten().tolist()}))
 """
 
 
@@ -158,23 +159,24 @@ def test_a_hub_encoder_is_downloaded_by_name(tmp_path):
     tensors = write_encoder_repo(tmp_path / "hub" / "galaxies" / "encoder", "model.safetensors")
     expected = tmp_path / "hub" / "galaxies" / "encoder" / "model.safetensors"
 
-    def load(name: str, offline: bool = False) -> dict:
+    def load(*names: str, offline: bool = False) -> list[dict]:
         # Its own process: the Hub client reads its endpoint and offline switch when imported.
         env = dict(os.environ, HF_ENDPOINT=hub.address, HF_HOME=str(tmp_path / "hf"),
                    HF_HUB_OFFLINE="1" if offline else "0", HF_HUB_DISABLE_TELEMETRY="1")
-        done = subprocess.run([sys.executable, "-c", LOAD, name, str(expected)], env=env, capture_output=True,
+        done = subprocess.run([sys.executable, "-c", LOAD, str(expected), *names], env=env, capture_output=True,
                               text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return [json.loads(line) for line in done.stdout.strip().splitlines()[-len(names):]]
 
-    loaded = load("hf-hub:galaxies/encoder")
+    loaded, missing = load("hf-hub:galaxies/encoder", "hf-hub:galaxies/no-such-encoder")
     assert loaded == {"same": True, "mean": pytest.approx(MEAN)}
     assert ("GET", "/galaxies/encoder/resolve/main/model.safetensors") in hub.requests
     assert len(tensors) == len(load_file(str(expected)))
-    missing = load("hf-hub:galaxies/no-such-encoder")["error"]
+    missing = missing["error"]
     assert "Could not fetch hf-hub:galaxies/no-such-encoder from the Hub repo galaxies/no-such-encoder" in missing
     assert "local-dir:FOLDER" in missing
     # Offline, a repo already fetched loads from the Hub client's cache; another one says what to do.
-    assert load("hf-hub:galaxies/encoder", offline=True)["same"]
-    assert "local-dir:FOLDER" in load("hf-hub:galaxies/other", offline=True)["error"]
+    cached, other = load("hf-hub:galaxies/encoder", "hf-hub:galaxies/other", offline=True)
+    assert cached["same"]
+    assert "local-dir:FOLDER" in other["error"]
     hub.close()
