@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     m = cfg.model
     net = create_classifier(m.name, len(data.classes), m.weights, m.mean, m.std, 0.0, m.kwargs,
                             cfg.data.stretch, cfg.data.stretch_softening)
-    feats = {split: run_batches(Features(net), data.sets[split], 128, f"features {split}").numpy()
+    feats = {split: run_batches(Features(net), data.sets[split], f"features {split}").numpy()
              for split in ("train", "val", "test")}
     y = {split: data.sets[split].targets.numpy() for split in feats}
     scaler = StandardScaler().fit(feats["train"])

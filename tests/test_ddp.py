@@ -201,7 +201,7 @@ def _features_once(rank0_cached: bool) -> dict:
 
     computed = []
 
-    def backbone_pass(module, part, batch_size, desc, workers):
+    def backbone_pass(module, part, desc, workers, batch_size=None):
         rows = torch.stack([part[i][0] for i in range(len(part))])
         computed.extend(int(r[0]) for r in rows)
         return rows * 2.0

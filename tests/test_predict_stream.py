@@ -175,6 +175,6 @@ def test_inference_runs_channels_last_and_hands_the_network_back_as_it_came(mode
     with torch.no_grad():
         expected = net.eval()(images)
     net.train()
-    got = run_batches(net, TensorDataset(images, torch.zeros(6)), 4, "test")
+    got = run_batches(net, TensorDataset(images, torch.zeros(6)), "test", batch_size=4)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert net.training and all(p.is_contiguous() for p in net.parameters())

@@ -265,7 +265,7 @@ def test_second_run_reads_decoded_images_and_features_from_the_disk_cache(tmp_pa
     cfg = load_config(overrides=[f"data.path={tmp_path / 'data'}", f"model.weights={weights_file}", *FAST[:2]])
     data = prepare(cfg.data, None)
     net = create_classifier("mobilenetv1_100", 3, str(weights_file))
-    fresh = run_batches(Features(net), data.sets["val"], 64, "features").numpy()
+    fresh = run_batches(Features(net), data.sets["val"], "features", batch_size=64).numpy()
     cached = [np.load(p)["features"] for p in (tmp_path / "cache" / "arrays").glob("features-*")]
     assert any(c.shape == fresh.shape and np.allclose(c, fresh, atol=1e-5) for c in cached)
     capsys.readouterr()

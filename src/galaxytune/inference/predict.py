@@ -50,14 +50,16 @@ def inference_layout(net: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def run_batches(fn: nn.Module, data: Dataset, batch_size: int, desc: str, workers: int = 0) -> torch.Tensor:
+def run_batches(fn: nn.Module, data: Dataset, desc: str, workers: int = 0,
+                batch_size: int | None = None) -> torch.Tensor:
     """``fn`` applied in eval mode to the inputs of every (input, target) item of ``data``, in
-    the faster channels-last layout (:func:`inference_layout`); ``fn`` is handed back as it came,
-    in eval or train mode and in the default layout, as networks are outside a fit."""
+    the faster channels-last layout (:func:`inference_layout`), in batches of ``batch_size``
+    (None: :func:`inference_batch_size` for the device ``fn`` sits on); ``fn`` is handed back as
+    it came, in eval or train mode and in the default layout, as networks are outside a fit."""
     was_training = fn.training
     inference_layout(fn).eval()
-    loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
     device = next(fn.parameters()).device
+    loader = DataLoader(data, batch_size=batch_size or inference_batch_size(device), num_workers=workers)
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not interactive())
     out = [fn(x.to(device)).float().cpu() for x, _ in bar]
     fn.train(was_training).to(memory_format=torch.contiguous_format)

@@ -11,7 +11,7 @@ from torch import nn
 from galaxytune.cache import key_of, load_arrays, save_arrays
 from galaxytune.config import Config
 from galaxytune.data.prepare import Prepared, disk_cache_folder
-from galaxytune.inference.predict import inference_batch_size, run_batches
+from galaxytune.inference.predict import run_batches
 from galaxytune.models.backbone import GalaxyClassifier, weights_identity
 from galaxytune.training.processes import is_main_process, world
 from galaxytune.training.sharding import sharded
@@ -42,8 +42,7 @@ def split_features(cfg: Config, net: GalaxyClassifier, data: Prepared, split: st
         entry = load_arrays(folder, "features", key)
         if _everyone(entry is not None):
             return torch.from_numpy(entry["features"])
-    batch = inference_batch_size(net.mean.device)  # where the network sits
-    out = sharded(lambda part: run_batches(Features(net), part, batch, f"features {split}", workers), dataset)
+    out = sharded(lambda part: run_batches(Features(net), part, f"features {split}", workers), dataset)
     if cacheable and is_main_process():
         save_arrays(folder, "features", key, {"features": out.numpy()})
     return out

@@ -141,8 +141,8 @@ def image_workers(cfg: Config, dataset: ImageSet) -> int:
 def _logits(run: RunContext, net: nn.Module, data: Prepared, split: str, desc: str) -> np.ndarray:
     """``net``'s logits of a split; under DDP each process predicts its share and every process
     gets all of them."""
-    dataset, batch = data.sets[split], inference_batch_size(run.device)
-    return sharded(lambda part: run_batches(net, part, batch, desc, image_workers(run.cfg, dataset)), dataset).numpy()
+    dataset = data.sets[split]
+    return sharded(lambda part: run_batches(net, part, desc, image_workers(run.cfg, dataset)), dataset).numpy()
 
 
 # -- stage 1: transfer ---------------------------------------------------------------------------
