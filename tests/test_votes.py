@@ -6,12 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import SHARED
 from PIL import Image
 
+from galaxytune.cli import main
 from galaxytune.config import LabelsConfig, load_config
 from galaxytune.data.formats import find_samples
 from galaxytune.data.label_rules import parse_rules
+from galaxytune.data.prepare import prepare
 from galaxytune.data.vote_labels import by_rules, by_threshold
 from galaxytune.errors import ConfigError, DataError
 
@@ -166,3 +169,63 @@ def test_decals_preset_on_both_real_volunteer_tables(capsys):
     older = find_samples(load_config(CONFIGS / "gz_decals_rules.yaml",
                                      base={"data": {"path": str(decals / "gz_decals_volunteers_1_and_2.csv")}}).data)
     assert len(older["train"]) == 6 and all(s.path.is_file() for s in older["train"])
+
+
+# GZ2-named answer counts and fractions: the table layout vote redraws need.
+SMOOTH, FEATURES = "t01_smooth_or_features_a01_smooth", "t01_smooth_or_features_a02_features_or_disk"
+T01_RULES = [{"smooth": f"{SMOOTH}_fraction >= 0.5"}, {"disk": f"{FEATURES}_fraction >= 0.5"},
+             {"neither": "otherwise"}]
+
+
+def counted_rows(*smooth_disk: tuple[int, int]) -> list[dict]:
+    return [{f"{SMOOTH}_count": s, f"{FEATURES}_count": d, f"{SMOOTH}_fraction": s / max(s + d, 1),
+             f"{FEATURES}_fraction": d / max(s + d, 1)} for s, d in smooth_disk]
+
+
+def test_vote_redraws_give_each_class_its_share_of_re_votes(tmp_path):
+    # Clear-cut, a near tie (21 of 40 smooth), a galaxy nobody classified (the table's 0/0 stays), and
+    # one whose single vote could go either way.
+    table = write_table(tmp_path, counted_rows((39, 1), (21, 19), (0, 0), (1, 0)))
+    cfg = load_config(base={"data": {"path": str(table), "labels": {"rules": T01_RULES, "vote_redraws": 400}}})
+    found = find_samples(cfg.data)["train"]
+    assert [s.label for s in found] == ["smooth", "smooth", "neither", "smooth"]
+    shares = np.array([s.fractions for s in found])  # columns in sorted class order: disk, neither, smooth
+    np.testing.assert_allclose(shares.sum(axis=1), 1)
+    assert shares[0, 2] > 0.99
+    assert 0.45 < shares[1, 2] < 0.75 and shares[1, 0] == pytest.approx(1 - shares[1, 2])
+    assert shares[2].tolist() == [0, 1, 0]
+    assert 0.6 < shares[3, 2] < 0.95  # one vote: Jeffreys' prior leaves real doubt
+    # The same table gives the same shares: the draws are seeded, not the run's seed.
+    assert np.array_equal(shares, np.array([s.fractions for s in find_samples(cfg.data)["train"]]))
+
+
+def test_vote_redraws_train_to_shares_and_score_on_the_class(tmp_path):
+    # Clear majorities: each galaxy's re-votes mostly agree with its class.
+    table = write_table(tmp_path, counted_rows(*[(30 + i % 5, 10) for i in range(12)],
+                                               *[(5, 30 + i % 5) for i in range(12)]))
+    cfg = load_config(base={"data": {"path": str(table), "image_size": 16, "leakage": "off",
+                                     "labels": {"rules": T01_RULES, "vote_redraws": 200}}})
+    data = prepare(cfg.data, None)
+    # 'neither' never wins a galaxy, so it is no class, and its re-vote share goes to the others.
+    assert data.classes == ["disk", "smooth"]
+    train = data.sets["train"]
+    assert train.soft is not None and train.soft.shape == (len(train), 2)
+    np.testing.assert_allclose(train.soft.sum(1).numpy(), 1, rtol=1e-6)
+    assert torch.equal(train.soft.argmax(1), train.targets)
+    assert train.fit_targets is train.soft
+    assert data.sets["val"].soft is None and data.sets["test"].soft is None  # scored on their one class
+
+
+def test_vote_redraws_need_rules_and_the_counts_behind_them(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="vote_redraws re-votes the rules' fractions: it needs data.labels.rules"):
+        load_config(base={"data": {"labels": {"vote_redraws": 10}}})
+    with pytest.raises(ConfigError, match="set data.labels.questions: auto"):
+        load_config(base={"data": {"labels": {"rules": TREE, "vote_redraws": 10, "questions": "off"}}})
+    table = write_table(tmp_path, [{"smooth_fraction": 0.9, "disk_fraction": 0.1}])
+    cfg = load_config(base={"data": {"path": str(table), "labels": {"rules": TREE[:1], "vote_redraws": 10}}})
+    with pytest.raises(DataError, match=r"votes\.csv: data\.labels\.vote_redraws .* no answer behind "
+                                        r"'smooth_fraction'"):
+        find_samples(cfg.data)
+    code = main(["cv", "--data", str(table), "--out", str(tmp_path / "cv"), "--folds", "2",
+                 "data.labels.vote_redraws=10", 'data.labels.rules=[{smooth: "smooth_fraction >= 0.5"}]'])
+    assert code == 2 and "does not carry soft targets" in capsys.readouterr().err

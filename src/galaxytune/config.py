@@ -144,6 +144,13 @@ class LabelsConfig:
                 "{smooth: t01_smooth_or_features_a01_smooth_fraction, ...}")
     """Training fits the fractions themselves (cross-entropy to the fraction vector); a galaxy's
     class is its most-voted answer."""
+    vote_redraws: int = setting(
+        0, "With rules: train on each galaxy's share of this many re-votes per class (soft targets that know how "
+           "near a threshold it sits); validation and test keep the one class. 0: the one class. Needs the vote "
+           "counts behind the rules' fractions.", at_least=0, at_most=10000)
+    """A re-vote asks each question the rules read of as many volunteers as answered it, with answer
+    shares drawn from the posterior of the observed counts: a galaxy whose smooth fraction is 0.52
+    of 40 votes trains as roughly 60% smooth, one at 0.95 as smooth alone."""
     questions: str = setting(
         "auto", "'auto': also learn every Galaxy Zoo question's vote counts in a second head when the table has "
                 "them; 'off': the class alone.", choices=("auto", "off"))
@@ -597,6 +604,11 @@ def _validate_data_sources(data: DataConfig) -> None:
     parse_rules(labels.rules)
     if sum(map(bool, (labels.rules, labels.binary.column, labels.soft))) > 1:
         raise ConfigError("data.labels declares more than one of rules, binary and soft; keep one.")
+    if labels.vote_redraws and not labels.rules:
+        raise ConfigError("data.labels.vote_redraws re-votes the rules' fractions: it needs data.labels.rules.")
+    if labels.vote_redraws and labels.questions == "off":
+        raise ConfigError("data.labels.vote_redraws needs the vote counts that data.labels.questions=off leaves "
+                          "unread; set data.labels.questions: auto.")
     if labels.binary.min_votes > 0 and not labels.binary.votes:
         raise ConfigError("data.labels.binary.min_votes needs data.labels.binary.votes: the column counting the "
                           "votes on that question (or a sum 'a_count + b_count').")

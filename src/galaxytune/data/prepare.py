@@ -14,6 +14,7 @@ from galaxytune.config import DataConfig
 from galaxytune.console import ensure_console_logging
 from galaxytune.data.formats import find_samples
 from galaxytune.data.images import Decoded, ImageSet, content_digest, decode_all, default_workers
+from galaxytune.data.label_rules import parse_rules
 from galaxytune.data.leakage import describe, find_overlaps, write_overlaps
 from galaxytune.data.questions import Question
 from galaxytune.data.samples import SPLITS, Sample
@@ -127,6 +128,22 @@ def guard_leakage(
     log.warning(f"Warning: {message}.")
 
 
+def _soft_targets(cfg: DataConfig, split: str, samples: list[Sample], classes: list[str]) -> list | None:
+    """What a split's images train to, when not their one class: the vote fractions
+    (``data.labels.soft``), or with rule redraws the training images' share of re-votes per class
+    (validation and test are scored on the one class the rules give)."""
+    if cfg.labels.soft:
+        return [s.fractions for s in samples]
+    if not (cfg.labels.vote_redraws and split == "train"):
+        return None
+    ruled = sorted({rule.label for rule in parse_rules(cfg.labels.rules)})
+    shares = np.array([s.fractions for s in samples])[:, [ruled.index(c) for c in classes]]
+    # A class no training galaxy holds is no class to train to; its share goes to the others.
+    own = np.eye(len(classes))[[classes.index(s.label) for s in samples]]
+    shares = np.where(shares.sum(axis=1, keepdims=True) > 0, shares, own)
+    return (shares / shares.sum(axis=1, keepdims=True)).tolist()
+
+
 def prepare(cfg: DataConfig, folder: RunFolder | None) -> Prepared:
     """Find, decode and split the data; record the split and any unreadable images in ``run_dir``
     (None: write nothing, as in the non-main processes of a multi-process run).
@@ -161,7 +178,7 @@ def prepare(cfg: DataConfig, folder: RunFolder | None) -> Prepared:
         pixels = decoded.pixels[[row[s.path] for s in samples]] if decoded.pixels is not None else None
         sets[split] = ImageSet(
             [s.path for s in samples], [index[s.label] for s in samples], cfg.image_size, cfg.center_crop, pixels,
-            cfg.fits, [s.fractions for s in samples] if cfg.labels.soft else None,
+            cfg.fits, _soft_targets(cfg, split, samples, classes),
             [s.counts for s in samples] if questions else None,
         )
     if folder is not None:

@@ -53,6 +53,13 @@ def count_columns(questions: list[Question]) -> list[str]:
     return [c for q in questions for c in q.columns]
 
 
+def fraction_column(count_column: str) -> str:
+    """The column holding the vote fraction of the answer that ``count_column`` counts."""
+    if _GZ2_COUNT.match(count_column):
+        return count_column.removesuffix("_count") + "_fraction"
+    return f"{count_column}_fraction"
+
+
 def answer_slices(questions: list[Question]) -> list[tuple[int, int]]:
     """Where each question's answers sit in a galaxy's count vector."""
     slices, start = [], 0

@@ -18,7 +18,8 @@ class Sample:
     path: Path
     label: str
     fractions: tuple[float, ...] | None = None
-    """Vote fractions over the classes (in sorted class order) when training on soft targets."""
+    """Vote fractions over the classes (in sorted class order) when training on soft targets, or
+    with rule redraws (``data.labels.vote_redraws``) each rule class's share of the re-votes."""
     counts: tuple[float, ...] | None = None
     """Votes for every answer of every question (galaxytune.data.questions), where the table has them."""
 

@@ -23,7 +23,7 @@ import numpy as np
 from galaxytune.config import DataConfig, LabelsConfig
 from galaxytune.data.csv_table import numbers
 from galaxytune.data.label_rules import Condition, Rule, parse_rules, rule_columns, vote_columns
-from galaxytune.data.questions import Question, count_columns
+from galaxytune.data.questions import Question, count_columns, fraction_column
 from galaxytune.data.samples import Sample, SplitSamples, is_file, split_name
 from galaxytune.errors import ConfigError, DataError
 
@@ -97,7 +97,8 @@ class Labels:
     dropped: dict[str, int]
     """Reason -> number of galaxies dropped for it (zero counts left out)."""
     fractions: np.ndarray | None = None
-    """(galaxies, classes) vote fractions summing to 1, classes in sorted order (soft targets)."""
+    """(galaxies, classes) vote fractions summing to 1, classes in sorted order (soft targets), or
+    with rule redraws each class's share of the re-votes."""
 
 
 def _enough_votes(votes: np.ndarray | None, minimum: int, what: str, keep: np.ndarray, dropped: dict) -> None:
@@ -105,6 +106,18 @@ def _enough_votes(votes: np.ndarray | None, minimum: int, what: str, keep: np.nd
         few = keep & ~(votes >= minimum)
         dropped[f"with fewer than {minimum} votes ({what})"] = int(few.sum())
         keep &= ~few
+
+
+def _walk(rules: list[Rule], values: Mapping[str, np.ndarray], candidates: np.ndarray):
+    """Each rule with the galaxies it takes: those of ``candidates`` that no earlier rule took and
+    for which all its conditions hold."""
+    open_ = candidates.copy()
+    for rule in rules:
+        match = open_.copy()
+        for condition in rule.conditions:
+            match &= _holds(condition, values)
+        open_ &= ~match
+        yield rule, match
 
 
 def by_rules(
@@ -117,10 +130,7 @@ def by_rules(
     labels = np.full(n, None, dtype=object)
     confidence = np.ones(n)
     open_ = keep.copy()
-    for rule in parse_rules(cfg.rules):
-        match = open_.copy()
-        for condition in rule.conditions:
-            match &= _holds(condition, values)
+    for rule, match in _walk(parse_rules(cfg.rules), values, keep):
         labels[match] = rule.label
         confidence[match] = _confidence(rule, values, n)[match]
         open_ &= ~match
@@ -129,6 +139,57 @@ def by_rules(
     dropped[f"with confidence below {cfg.min_confidence}"] = int(weak.sum())
     labels[open_ | weak] = None
     return Labels(labels.tolist(), {k: v for k, v in dropped.items() if v})
+
+
+def _rule_counts(catalog: Catalog, rules: list[Rule]) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, int]]]:
+    """The answer counts of each question the rules read (question name -> (galaxies, answers)),
+    and where each fraction column the rules read sits among them (column -> (question, answer))."""
+    behind = {fraction_column(c): (q.name, i) for q in catalog.questions for i, c in enumerate(q.columns)}
+    missing = [c for c in rule_columns(rules) if c not in behind]
+    if missing:
+        raise DataError(
+            f"{catalog.source}: data.labels.vote_redraws re-votes the rules' fractions from their answers' vote "
+            f"counts, and the table counts no answer behind {', '.join(repr(c) for c in missing)}. Write the rules "
+            "on the fractions of Galaxy Zoo questions whose answer counts the table holds (t01_..._count beside "
+            "t01_..._fraction), or set data.labels.vote_redraws: 0.")
+    where = {c: behind[c] for c in rule_columns(rules)}
+    asked = {name for name, _ in where.values()}
+    counts = {q.name: np.nan_to_num(np.stack([_floats(catalog, c) for c in q.columns], axis=1))
+              for q in catalog.questions if q.name in asked}
+    return counts, where
+
+
+def redrawn_shares(
+    rules: list[Rule], values: Mapping[str, np.ndarray], counts: Mapping[str, np.ndarray],
+    where: Mapping[str, tuple[str, int]], labels: list[str | None], draws: int, seed: int = 0,
+) -> np.ndarray:
+    """(galaxies, classes) share of ``draws`` re-votes in which each rule's class wins, classes in
+    sorted order; a galaxy no re-vote puts in any class keeps its own ``labels`` entry.
+
+    A re-vote asks every question the rules read (``counts``: its answers' votes; ``where``: each
+    rule column's question and answer) of as many volunteers as answered it, whose answer shares are
+    drawn from the posterior of the observed counts (Dirichlet, Jeffreys prior). A question nobody
+    answered keeps the table's value."""
+    classes = sorted({rule.label for rule in rules})
+    n = len(labels)
+    won = np.zeros((n, len(classes)))
+    rng = np.random.default_rng(seed)
+    for _ in range(draws):
+        revoted = {}
+        for question, k in counts.items():
+            shares = rng.gamma(k + 0.5)
+            total = k.sum(axis=1)
+            votes = rng.multinomial(np.rint(total).astype(int), shares / shares.sum(axis=1, keepdims=True))
+            revoted[question] = (votes / np.where(total > 0, total, 1)[:, None], total > 0)
+        drawn = {}
+        for column, (question, answer) in where.items():
+            fractions, answered = revoted[question]
+            drawn[column] = np.where(answered, fractions[:, answer], values[column])
+        for rule, match in _walk(rules, drawn, np.ones(n, bool)):
+            won[match, classes.index(rule.label)] += 1
+    unplaced = [i for i in np.flatnonzero(won.sum(axis=1) == 0) if labels[i] is not None]
+    won[unplaced, [classes.index(labels[i]) for i in unplaced]] = 1
+    return won / np.maximum(won.sum(axis=1, keepdims=True), 1)
 
 
 def by_threshold(
@@ -192,8 +253,13 @@ def labels_of(catalog: Catalog, cfg: DataConfig) -> Labels:
     labels = cfg.labels
     votes = _vote_sum(catalog, catalog.votes) if labels.min_votes > 0 else None
     if labels.rules:
-        values = {c: _floats(catalog, c) for c in rule_columns(parse_rules(labels.rules))}
-        return by_rules(labels, values, votes, catalog.votes)
+        rules = parse_rules(labels.rules)
+        values = {c: _floats(catalog, c) for c in rule_columns(rules)}
+        found = by_rules(labels, values, votes, catalog.votes)
+        if labels.vote_redraws:
+            counts, where = _rule_counts(catalog, rules)
+            found.fractions = redrawn_shares(rules, values, counts, where, found.labels, labels.vote_redraws)
+        return found
     if labels.soft:
         return by_fractions(labels, {c: _floats(catalog, c) for c in labels.soft.values()}, votes, catalog.votes)
     if labels.binary.column:

@@ -131,10 +131,10 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: int, train_fn, overw
     summarise."""
     if folds < 2:
         raise DataError("Cross-validation needs --folds 2 or more.")
-    if cfg.data.labels.soft:
+    if cfg.data.labels.soft or cfg.data.labels.vote_redraws:
         # The fold catalogs hold one label per galaxy; training them would silently drop the fractions.
-        raise ConfigError("galaxytune cv does not carry soft targets (data.labels.soft) into its folds yet; "
-                          "cross-validate with data.labels.rules or a label column instead.")
+        raise ConfigError("galaxytune cv does not carry soft targets (data.labels.soft, data.labels.vote_redraws) "
+                          "into its folds yet; cross-validate with data.labels.rules or a label column instead.")
     ensure_console_logging()
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
