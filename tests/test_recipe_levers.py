@@ -17,7 +17,7 @@ from PIL import Image
 
 import galaxytune
 from galaxytune.cli import main
-from galaxytune.config import load_config
+from galaxytune.config import FinetuneConfig, load_config
 from galaxytune.data.formats import find_samples
 from galaxytune.data.prepare import prepare
 from galaxytune.data.questions import answer_slices, find_questions
@@ -432,3 +432,15 @@ def test_learning_rate_sweep_sets_the_finetune_peak_rate(tmp_path, weights_file)
     assert logged == [pytest.approx(suggested * (0.5 + 0.5 / steps), rel=0.01)]
     assert (run / "plots" / "lr_sweep.png").is_file()
     assert "learning-rate sweep before finetuning" in (run / "report.html").read_text()
+
+
+def test_early_stopping_can_wait_for_a_share_of_the_epochs():
+    from galaxytune.training.stages import first_counted_epoch
+
+    assert first_counted_epoch(FinetuneConfig(epochs=16), 0) == 0
+    assert first_counted_epoch(FinetuneConfig(epochs=30, patience_from=0.5), 0) == 15
+    assert first_counted_epoch(FinetuneConfig(epochs=15, patience_from=0.5), 0) == 8
+    # Progressive resizing's shrunk epochs never count, whichever comes later.
+    assert first_counted_epoch(FinetuneConfig(epochs=16, patience_from=0.25), 8) == 8
+    with pytest.raises(ConfigError, match="finetune.patience_from=1.0 must be"):
+        load_config(overrides=["finetune.patience_from=1.0"])

@@ -291,6 +291,11 @@ class FinetuneConfig:
                                    at_least=0, at_most="finetune.epochs")
     patience: int = setting(4, "Epochs without a better trainer.monitor on validation before stopping.",
                             at_least=0)
+    patience_from: float = setting(0.0, "Share of the epochs before early stopping starts counting (e.g. 0.5: not "
+                                        "before the cosine LR has halved); 0: from the first.",
+                                   at_least=0, below=1)
+    """While the learning rate is high, validation scores are noisy and a run can use up its
+    patience long before the schedule has decayed (docs/benchmarks.md)."""
     batch_size: int = setting(64, "Images per batch.", at_least=1)
     batchnorm: str = setting("frozen", "'frozen' keeps BatchNorm statistics fixed; 'train' updates them in the "
                                        "layers that train.", choices=("frozen", "train"))

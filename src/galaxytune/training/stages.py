@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from galaxytune.config import Config
+from galaxytune.config import Config, FinetuneConfig
 from galaxytune.data.images import ImageSet, default_workers
 from galaxytune.data.prepare import Prepared
 from galaxytune.data.questions import answer_slices
@@ -201,7 +202,7 @@ def run_finetune(run: RunContext, net: GalaxyClassifier, data: Prepared, incomin
     val_loader = _loader(val_set, inference_batch_size(run.device), False, image_workers(cfg, val_set))
     stats = fit(module, train_loader, val_loader,
                 run.folder, "finetune", fc.epochs, fc.patience, cfg.trainer, run.resume, fc.ema_epochs,
-                patience_from=module.start_epochs)
+                patience_from=first_counted_epoch(fc, module.start_epochs))
     adapter_bytes = _save_adapter(run, trained) if trained is not tuned else None
     tuned = _plain_network(tuned, trained, run.device)
     val_logits = _logits(run, tuned, data, "val", "predict val")
@@ -214,6 +215,12 @@ def run_finetune(run: RunContext, net: GalaxyClassifier, data: Prepared, incomin
     test_logits = _logits(run, tuned, data, "test", "predict test")
     return StageResult(tuned, StageOutput("finetune", val_logits, test_logits, adapter_bytes=adapter_bytes,
                                           beat_incoming=beat, **facts))
+
+
+def first_counted_epoch(fc: FinetuneConfig, start_epochs: int) -> int:
+    """The first epoch (0-based) early stopping counts: none of progressive resizing's shrunk
+    epochs, nor any before ``finetune.patience_from`` of the epochs."""
+    return max(start_epochs, math.ceil(fc.patience_from * fc.epochs))
 
 
 def _trainable_copy(net: GalaxyClassifier, cfg: Config) -> tuple[GalaxyClassifier, nn.Module, list[dict]]:
