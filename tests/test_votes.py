@@ -140,8 +140,9 @@ def test_rule_syntax_parses_numbers_columns_and_otherwise():
 
 
 @pytest.mark.skipif(not GZ2_CUTOUTS.is_file(), reason=f"shared GZ2 cutouts absent ({GZ2_CUTOUTS})")
-def test_gz2_preset_reproduces_the_derived_class_of_the_shared_cutouts():
-    cfg = load_config(CONFIGS / "gz2_rules.yaml", base={"data": {"path": str(GZ2_CUTOUTS)}})
+@pytest.mark.parametrize("preset", ["gz2_rules.yaml", "gz2_cpu.yaml", "gz2_gpu.yaml"])
+def test_gz2_presets_reproduce_the_derived_class_of_the_shared_cutouts(preset):
+    cfg = load_config(CONFIGS / preset, base={"data": {"path": str(GZ2_CUTOUTS)}})
     found = find_samples(cfg.data)
     with open(GZ2_CUTOUTS, newline="") as handle:
         truth = {str(GZ2_CUTOUTS.parent / r["filename"]): r["derived_class"] for r in csv.DictReader(handle)}
