@@ -1,5 +1,6 @@
 """Class labels from vote fractions, declared in the config: ordered rules, a binary question,
-the vote-count and confidence filters, and the errors bad rules get."""
+the vote-count and confidence filters, rule classes as shares of re-votes, and the errors bad
+rules get."""
 
 import csv
 from pathlib import Path
