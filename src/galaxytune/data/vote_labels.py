@@ -145,14 +145,15 @@ def _rule_counts(catalog: Catalog, rules: list[Rule]) -> tuple[dict[str, np.ndar
     """The answer counts of each question the rules read (question name -> (galaxies, answers)),
     and where each fraction column the rules read sits among them (column -> (question, answer))."""
     behind = {fraction_column(c): (q.name, i) for q in catalog.questions for i, c in enumerate(q.columns)}
-    missing = [c for c in rule_columns(rules) if c not in behind]
+    columns = rule_columns(rules)
+    missing = [c for c in columns if c not in behind]
     if missing:
         raise DataError(
             f"{catalog.source}: data.labels.vote_redraws re-votes the rules' fractions from their answers' vote "
             f"counts, and the table counts no answer behind {', '.join(repr(c) for c in missing)}. Write the rules "
             "on the fractions of Galaxy Zoo questions whose answer counts the table holds (t01_..._count beside "
             "t01_..._fraction), or set data.labels.vote_redraws: 0.")
-    where = {c: behind[c] for c in rule_columns(rules)}
+    where = {c: behind[c] for c in columns}
     asked = {name for name, _ in where.values()}
     counts = {q.name: np.nan_to_num(np.stack([_floats(catalog, c) for c in q.columns], axis=1))
               for q in catalog.questions if q.name in asked}
@@ -174,11 +175,12 @@ def redrawn_shares(
     n = len(labels)
     won = np.zeros((n, len(classes)))
     rng = np.random.default_rng(seed)
+    totals = {question: k.sum(axis=1) for question, k in counts.items()}
     for _ in range(draws):
         revoted = {}
         for question, k in counts.items():
             shares = rng.gamma(k + 0.5)
-            total = k.sum(axis=1)
+            total = totals[question]
             votes = rng.multinomial(np.rint(total).astype(int), shares / shares.sum(axis=1, keepdims=True))
             revoted[question] = (votes / np.where(total > 0, total, 1)[:, None], total > 0)
         drawn = {}
