@@ -21,7 +21,7 @@ from galaxytune.config import FinetuneConfig, load_config
 from galaxytune.data.formats import find_samples
 from galaxytune.data.prepare import prepare
 from galaxytune.data.questions import answer_slices, find_questions
-from galaxytune.data.transforms import random_affine, random_blur, random_noise
+from galaxytune.data.transforms import random_affine, random_blur, random_brightness, random_noise
 from galaxytune.decision import check_offsets, fit_decision_rule
 from galaxytune.errors import ConfigError, DataError
 from galaxytune.inference.onnx import export_onnx
@@ -144,7 +144,19 @@ def test_noise_has_each_images_own_level_and_keeps_greyscale_grey():
     assert not torch.allclose(noisy[:, 1] - colour[:, 1], noisy[:, 2] - colour[:, 2])
 
 
-def test_training_blurs_and_adds_noise_when_asked(tmp_path, weights_file, monkeypatch):
+def test_brightening_lifts_faint_pixels_saturates_bright_ones_and_never_darkens():
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 0, 0], x[:, :, 4, 4] = 0.1, 0.8  # a faint lobe and a bright core
+    assert torch.allclose(random_brightness(x, 0.0), x)
+    bright = random_brightness(x, 1.0, generator=torch.Generator().manual_seed(0))
+    gains = bright[:, 0, 0, 0] / 0.1
+    assert gains.min() >= 1.0 - 1e-6 and gains.max() <= 2.0 + 1e-6  # within [1, 1 + gain], never darker
+    assert gains.unique().numel() > 32  # each image its own factor
+    assert bright.max() == 1.0 and bright[gains > 1.25, 0, 4, 4].eq(1.0).all()  # the core saturates
+    assert bright[:, :, 2, 2].eq(0).all()  # blank sky stays blank
+
+
+def test_training_brightens_blurs_and_adds_noise_when_asked(tmp_path, weights_file, monkeypatch):
     import galaxytune.training.module as module
 
     seen = []
@@ -157,14 +169,16 @@ def test_training_blurs_and_adds_noise_when_asked(tmp_path, weights_file, monkey
             return real(x, level)
         return recorded
 
-    for name in ("random_blur", "random_noise"):
+    for name in ("random_brightness", "random_blur", "random_noise"):
         monkeypatch.setattr(module, name, spy(name))
     write_folder(tmp_path / "data", dict.fromkeys(COLOURS, 10))
     assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--weights",
-                 str(weights_file), *FAST, "finetune.blur=1.5", "finetune.noise=0.03"]) == 0
-    assert ("random_blur", 1.5) in seen and ("random_noise", 0.03) in seen
-    with pytest.raises(ConfigError, match="finetune.noise"):
-        load_config(overrides=["finetune.noise=-0.1"])
+                 str(weights_file), *FAST, "finetune.brightness=0.5", "finetune.blur=1.5",
+                 "finetune.noise=0.03"]) == 0
+    assert {("random_brightness", 0.5), ("random_blur", 1.5), ("random_noise", 0.03)} <= set(seen)
+    for bad in ("finetune.noise=-0.1", "finetune.brightness=-1"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load_config(overrides=[bad])
 
 
 def test_asinh_stretch_lifts_faint_pixels_and_travels_with_the_saved_model(tmp_path, weights_file):

@@ -315,6 +315,9 @@ class FinetuneConfig:
                           at_least=0, at_most=0.5)
     shift: float = setting(0.0, "... and shifted by up to this fraction of their side (e.g. 0.05).",
                            at_least=0, at_most=0.25)
+    brightness: float = setting(0.0, "... and brightened by a random factor in [1, 1 + brightness], clipped at the "
+                                     "top of the range (faint emission lifted; e.g. 0.5); 0: off.",
+                                at_least=0, at_most=10)
     blur: float = setting(0.0, "... and blurred by a Gaussian of a random sigma in [0, blur] pixels (seeing "
                                "varies; e.g. 1.0); 0: off.", at_least=0, at_most=5)
     noise: float = setting(0.0, "... and given Gaussian noise of a random standard deviation in [0, noise] of the "

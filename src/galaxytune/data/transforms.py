@@ -114,6 +114,17 @@ def random_affine(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def random_brightness(x: torch.Tensor, max_gain: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image brightened by its own factor, uniform in [1, 1 + ``max_gain``], and clipped at
+    the top of the range: faint emission (radio lobes, outer discs) comes up as in a deeper image
+    while the brightest pixels saturate, as a display stretch would show them. Brightening only:
+    for radio images, Maslej-Krešňáková et al. (2021, arXiv:2107.00385) found darker copies
+    hurt. Returns float images in [0, 1]."""
+    x = unit_float(x)
+    gain = per_image_uniform(x, 1.0, 1.0 + max_gain, generator).view(-1, 1, 1, 1)
+    return (x * gain).clamp(0.0, 1.0)
+
+
 def random_blur(x: torch.Tensor, max_sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each image blurred by a Gaussian of its own sigma, uniform in [0, ``max_sigma``] pixels:
     the seeing (the point spread function) changes from night to night and field to field, and a

@@ -16,6 +16,7 @@ from galaxytune.data.transforms import (
     dihedral_targets,
     random_affine,
     random_blur,
+    random_brightness,
     random_dihedral,
     random_noise,
     unit_float,
@@ -71,6 +72,7 @@ class ClassifierModule(L.LightningModule):
         batchnorm: str = "frozen",
         mirror: list[int] | None = None,
         sky: dict | None = None,
+        brightness: float = 0.0,
         blur: float = 0.0,
         noise: float = 0.0,
         questions: dict | None = None,
@@ -84,9 +86,10 @@ class ClassifierModule(L.LightningModule):
         """``mirror``: the class each class becomes under a mirror flip (see
         :func:`galaxytune.data.transforms.mirror_permutation`); None: every label is kept.
         ``sky``: arguments of :func:`galaxytune.data.transforms.random_affine` (any-angle turns,
-        zoom, shift) applied after the random flip; None: flips and quarter turns only. ``blur``,
-        ``noise``: the largest sigma (pixels) and noise level of :func:`~galaxytune.data.transforms.random_blur`
-        and :func:`~galaxytune.data.transforms.random_noise`, applied last; 0: off.
+        zoom, shift) applied after the random flip; None: flips and quarter turns only.
+        ``brightness``, ``blur``, ``noise``: the largest gain, sigma (pixels) and noise level of
+        :func:`~galaxytune.data.transforms.random_brightness`, :func:`~galaxytune.data.transforms.random_blur`
+        and :func:`~galaxytune.data.transforms.random_noise`, applied last, in that order; 0: off.
         ``questions``: ``{"slices": ..., "loss": name, "weight": w}`` trains ``net``'s question
         head on every Galaxy Zoo answer's votes beside the class head (items' targets are then
         ``(target, counts)``). ``channels_last``: the faster memory layout for conv nets on CPUs.
@@ -103,7 +106,7 @@ class ClassifierModule(L.LightningModule):
         self.param_groups = param_groups
         self.warmup_fraction = warmup_fraction
         self.augment, self.batchnorm, self.sky = augment, batchnorm, sky
-        self.blur, self.noise = blur, noise
+        self.brightness, self.blur, self.noise = brightness, blur, noise
         self.questions, self.channels_last = questions, channels_last
         self.start_size, self.start_epochs = start_size, start_epochs
         self.mixers = [(mix, alpha) for mix, alpha in ((mix_batch, mixup), (cut_batch, cutmix)) if alpha > 0]
@@ -154,11 +157,14 @@ class ClassifierModule(L.LightningModule):
 
     def augment_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Random rotations and flips, with the targets of mirrored images permuted to match;
-        then, with ``sky``, any-angle turns, zoom and shift; then blur, then noise (as a telescope
-        adds them: the seeing blurs the sky, the detector's noise comes on top)."""
+        then, with ``sky``, any-angle turns, zoom and shift; then brightening, blur, then noise (as
+        a telescope adds them: the source's flux, the seeing that blurs it, the detector's noise on
+        top)."""
         x, which = random_dihedral(x)
         if self.sky:
             x = random_affine(x, **self.sky)
+        if self.brightness:
+            x = random_brightness(x, self.brightness)
         if self.blur:
             x = random_blur(x, self.blur)
         if self.noise:

@@ -240,7 +240,7 @@ def _finetune_module(cfg: Config, trained: nn.Module, data: Prepared, groups: li
         label_smoothing=fc.label_smoothing, augment=fc.augment, batchnorm=fc.batchnorm,
         mirror=mirror_permutation(data.classes, fc.mirror_swap),
         sky=sky if (sky["any_angle"] or fc.zoom or fc.shift) else None,
-        blur=fc.blur, noise=fc.noise,
+        brightness=fc.brightness, blur=fc.blur, noise=fc.noise,
         questions=questions, channels_last=cfg.trainer.channels_last,
         start_size=fc.start_size, start_epochs=round(fc.start_fraction * fc.epochs) if fc.start_size else 0,
         class_weights=class_weights(data.sets["train"].targets, len(data.classes), fc.class_weights),
