@@ -24,6 +24,7 @@ from galaxytune.data.questions import answer_slices, find_questions
 from galaxytune.data.transforms import random_affine, random_blur, random_brightness, random_noise
 from galaxytune.decision import check_offsets, fit_decision_rule
 from galaxytune.errors import ConfigError, DataError
+from galaxytune.evaluation.metrics import score
 from galaxytune.inference.onnx import export_onnx
 from galaxytune.inference.predict import run_batches
 from galaxytune.inference.saved import load_model
@@ -229,6 +230,23 @@ def test_offsets_are_dropped_out_of_bag_when_they_do_not_help_and_kept_when_they
     assert check.kept and check.metric_gain > 0.05 and check.accuracy_change > 0
     # No accuracy may be given up: a rule that trades accuracy for macro-F1 is dropped.
     assert not check_offsets(shifted, y, "macro_f1", 3.0, -1.0).kept
+
+
+def test_a_stage_is_scored_with_its_offsets_judged_out_of_bag_not_fitted_on_the_images_it_is_scored_on():
+    """The finetune guard and TTA compare stages by this score: offsets fitted and scored on the
+    same images would flatter the stage with the noisiest logits."""
+    rng = np.random.default_rng(1)
+    y = rng.choice(4, 300, p=[0.7, 0.1, 0.1, 0.1])
+    noise = rng.normal(0, 1, (300, 4)) + np.array([1.0, 0.0, 0.0, 0.0])  # no signal, only the prior
+    fitted = fit_decision_rule(noise, y, "macro_f1", temperature=False)
+    in_sample = score(y, fitted.adjusted_logits(noise).argmax(axis=1), "macro_f1")
+    out_of_bag = check_offsets(noise, y, "macro_f1", 2.0, 0.01)
+    assert in_sample > out_of_bag.score + 0.02  # the in-sample fit finds "signal" in noise (0.28 against 0.25)
+    assert out_of_bag.score < 0.3  # chance level for macro-F1 on 4 classes is about 0.2-0.25
+    # Logits that rank the classes well but under-predict one score high once offsets repair it.
+    ranked = np.eye(4)[y] * 2 + rng.normal(0, 1, (300, 4)) - np.array([0.0, 0.0, 0.0, 2.5])
+    repaired = check_offsets(ranked, y, "macro_f1", 3.0, 1.0)
+    assert repaired.kept and repaired.score > score(y, ranked.argmax(axis=1), "macro_f1") + 0.05
 
 
 def test_tta_is_kept_only_when_it_wins_on_validation(tmp_path, weights_file):

@@ -42,6 +42,10 @@ class OffsetCheck:
     metric_gain: float
     accuracy_change: float
     kept: bool
+    score: float
+    """Out of bag, the metric as the rule leaves it: with the offsets if kept, else without. An
+    unbiased score of the logits for comparing stages, where an in-sample fit would favour the
+    logits whose offsets chase the most noise."""
 
     def describe(self) -> str:
         verdict = "kept" if self.kept else "dropped (the temperature alone is applied)"
@@ -183,19 +187,21 @@ def check_offsets(
     """Offsets fitted on each bootstrap resample of validation, scored against none on the
     images that resample left out (see the module docstring)."""
     none = np.zeros(logits.shape[1])
-    gains, accuracy = [], []
+    scores = []  # per resample: (metric with, metric without, accuracy with, accuracy without)
     for bag in _bags(y, seed + 1, n_bags):  # other resamples than the fit's
         out = np.setdiff1d(np.arange(len(y)), bag)
         if len(np.unique(y[out])) < 2:
             continue
-        fitted = search_offsets(logits[bag], y[bag], metric, max_offset)
-        for name, into in ((metric, gains), ("accuracy", accuracy)):
-            with_offsets, without = _batch_score(logits[out], y[out], np.stack([fitted, none]), name)
-            into.append(with_offsets - without)
-    metric_gain = float(np.mean(gains)) if gains else 0.0
-    accuracy_change = float(np.mean(accuracy)) if accuracy else 0.0
+        fitted = np.stack([search_offsets(logits[bag], y[bag], metric, max_offset), none])
+        scores.append([*_batch_score(logits[out], y[out], fitted, metric),
+                       *_batch_score(logits[out], y[out], fitted, "accuracy")])
+    if not scores:
+        plain = float(_batch_score(logits, y, none[None], metric)[0])
+        return OffsetCheck(metric, 0.0, 0.0, False, plain)
+    with_metric, without_metric, with_accuracy, without_accuracy = np.mean(scores, axis=0)
+    metric_gain, accuracy_change = float(with_metric - without_metric), float(with_accuracy - without_accuracy)
     kept = metric_gain > 0 and accuracy_change >= -max_accuracy_drop
-    return OffsetCheck(metric, metric_gain, accuracy_change, kept)
+    return OffsetCheck(metric, metric_gain, accuracy_change, kept, float(with_metric if kept else without_metric))
 
 
 def fit_decision_rule(
