@@ -43,9 +43,9 @@ class OffsetCheck:
     accuracy_change: float
     kept: bool
     score: float
-    """Out of bag, the metric as the rule leaves it: with the offsets if kept, else without. An
-    unbiased score of the logits for comparing stages, where an in-sample fit would favour the
-    logits whose offsets chase the most noise."""
+    """The metric as the rule leaves it: without offsets on all of validation, plus their
+    out-of-bag gain if they are kept. A score for comparing stages, where offsets fitted and
+    scored on the same images would favour the logits whose offsets chase the most noise."""
 
     def describe(self) -> str:
         verdict = "kept" if self.kept else "dropped (the temperature alone is applied)"
@@ -195,13 +195,13 @@ def check_offsets(
         fitted = np.stack([search_offsets(logits[bag], y[bag], metric, max_offset), none])
         scores.append([*_batch_score(logits[out], y[out], fitted, metric),
                        *_batch_score(logits[out], y[out], fitted, "accuracy")])
+    plain = float(_batch_score(logits, y, none[None], metric)[0])
     if not scores:
-        plain = float(_batch_score(logits, y, none[None], metric)[0])
         return OffsetCheck(metric, 0.0, 0.0, False, plain)
     with_metric, without_metric, with_accuracy, without_accuracy = np.mean(scores, axis=0)
     metric_gain, accuracy_change = float(with_metric - without_metric), float(with_accuracy - without_accuracy)
     kept = metric_gain > 0 and accuracy_change >= -max_accuracy_drop
-    return OffsetCheck(metric, metric_gain, accuracy_change, kept, float(with_metric if kept else without_metric))
+    return OffsetCheck(metric, metric_gain, accuracy_change, kept, plain + metric_gain if kept else plain)
 
 
 def fit_decision_rule(

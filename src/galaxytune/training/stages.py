@@ -369,11 +369,11 @@ def run_decision(run: RunContext, net: GalaxyClassifier, data: Prepared, incomin
 def val_score(logits: np.ndarray, val_set: ImageSet, cfg: Config) -> float:
     """A stage's validation score as it will reach the user: with ``trainer.monitor=loss`` minus
     the cross-entropy to the targets (the vote fractions, with soft targets); else the metric
-    after the decision rule's offsets when those are on, since a stage can rank classes better
-    yet set worse priors. The offsets are judged out of bag, as the decision stage judges them:
-    scored on the images they were fitted on, they flatter the stage whose offsets chase the most
-    noise (on gz2 they lifted the transfer stage's macro-F1 by 0.067 in sample, 0.028 out of bag;
-    judged in sample, the guard once kept it over a finetune 0.06 higher before offsets)."""
+    with the decision rule's offsets when those are on, since a stage can rank classes better yet
+    set worse priors: their gain is judged out of bag, as the decision stage judges it. Scored on
+    the images they were fitted on, offsets flatter the stage whose offsets chase the most noise
+    (on gz2 they lifted the transfer stage's macro-F1 by 0.067 in sample, 0.025 out of bag, and
+    judged in sample the guard once kept it over a finetune 0.06 higher before offsets)."""
     y = val_set.targets.numpy()
     if cfg.trainer.monitor == "loss":
         return -cross_entropy(logits, val_set.fit_targets.numpy())
