@@ -28,7 +28,7 @@ from galaxytune.data.images import ImageSet, default_workers
 from galaxytune.data.prepare import Prepared
 from galaxytune.data.questions import answer_slices
 from galaxytune.data.transforms import mirror_permutation
-from galaxytune.decision import DecisionRule, check_offsets, cross_entropy, fit_decision_rule
+from galaxytune.decision import DecisionRule, check_offsets, cross_entropy, fit_decision_rule, fit_temperature
 from galaxytune.evaluation.metrics import score
 from galaxytune.inference.predict import DihedralTTA, inference_batch_size, run_batches
 from galaxytune.models.backbone import GalaxyClassifier
@@ -380,8 +380,10 @@ def val_score(logits: np.ndarray, val_set: ImageSet, cfg: Config) -> float:
     dc = cfg.decision
     if not (dc.enabled and dc.offsets):
         return score(y, logits.argmax(axis=1), cfg.trainer.monitor)
-    return check_offsets(np.asarray(logits, dtype=np.float64), y, dc.metric, dc.offset_range, dc.max_accuracy_drop,
-                         cfg.trainer.seed).score
+    logits = np.asarray(logits, dtype=np.float64)
+    if dc.temperature:  # the offsets are checked on tempered logits there, so here too
+        logits = logits / fit_temperature(logits, y, None if val_set.soft is None else val_set.soft.numpy())
+    return check_offsets(logits, y, dc.metric, dc.offset_range, dc.max_accuracy_drop, cfg.trainer.seed).score
 
 
 STAGES: tuple[Stage, ...] = (
